@@ -1,0 +1,35 @@
+"""Core budget of one process: set torch, numba and BLAS thread counts to this process's share.
+
+Oversubscription (every process of a many-process run using every core) is the usual way such a
+system runs slower than one process on a small box, so every role calls `limit_threads` first.
+"""
+
+from __future__ import annotations
+
+import os
+
+_BLAS_VARS = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS", "NUMBA_NUM_THREADS")
+
+
+def limit_threads(num_threads: int) -> None:
+    """Restrict this process to `num_threads` compute threads (>= 1) in torch, numba and BLAS.
+
+    Environment variables are set too so that child processes started later inherit the limit.
+    """
+    if num_threads < 1:
+        raise ValueError(f"num_threads must be >= 1, got {num_threads}")
+    for var in _BLAS_VARS:
+        os.environ[var] = str(num_threads)
+    import torch
+
+    torch.set_num_threads(num_threads)
+    try:
+        torch.set_num_interop_threads(1)
+    except RuntimeError:
+        pass  # only settable before the first parallel op; the intra-op limit is what matters
+    try:
+        import numba
+
+        numba.set_num_threads(min(num_threads, numba.config.NUMBA_NUM_THREADS))
+    except (ImportError, ValueError):
+        pass
