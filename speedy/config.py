@@ -1,0 +1,361 @@
+"""One typed description of a run.
+
+Resolution order (later wins): dataclass defaults (EfficientZero's Atari settings) → a named preset
+(`speedy/presets/<name>.toml`) → the run file (`cluster.toml`, its top-level sections) → `--set section.key=value`
+overrides. Every layer is validated: unknown keys (with the nearest valid key suggested), wrong types and impossible
+values raise `ConfigError` naming where the value came from, the key, the value and what is allowed.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import tomllib
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+PRESET_DIR = Path(__file__).parent / "presets"
+
+
+class ConfigError(ValueError):
+    """A configuration value that cannot be used; the message names source, key, value and what is allowed."""
+
+
+@dataclass
+class EnvConfig:
+    id: str = "atari:Breakout"  # "atari:<Game>" or "gym:<gymnasium id>"
+    frame_size: int = 96  # Atari frames are frame_size × frame_size RGB
+    sticky_action_prob: float = 0.0  # 0.25 for the v5 protocol
+    max_frames_train: int = 12_000  # raw frames per training episode
+    max_frames_eval: int = 108_000  # raw frames per evaluation episode
+
+    def validate(self) -> None:
+        _check(self.id.startswith(("atari:", "gym:")), "env.id", self.id, "'atari:<Game>' or 'gym:<env id>'")
+        _check(self.frame_size >= 16, "env.frame_size", self.frame_size, ">= 16")
+        _check(0.0 <= self.sticky_action_prob < 1.0, "env.sticky_action_prob", self.sticky_action_prob, "in [0, 1)")
+        _check(self.max_frames_train > 0, "env.max_frames_train", self.max_frames_train, "> 0")
+        _check(self.max_frames_eval > 0, "env.max_frames_eval", self.max_frames_eval, "> 0")
+
+
+@dataclass
+class ModelConfig:
+    support_size: int = 300
+    channels: int = 64
+    reduced_channels: int = 16
+    lstm_hidden: int = 512
+    head_hidden: list[int] = field(default_factory=lambda: [32])
+    proj_hidden: int = 1024
+    proj_out: int = 1024
+    pred_hidden: int = 512
+    mlp_latent: int = 128
+    mlp_hidden: list[int] = field(default_factory=lambda: [128])
+
+    def validate(self) -> None:
+        _check(self.support_size >= 1, "model.support_size", self.support_size, ">= 1")
+        for key in ("channels", "reduced_channels", "lstm_hidden", "proj_hidden", "proj_out", "pred_hidden",
+                    "mlp_latent"):
+            _check(getattr(self, key) >= 1, f"model.{key}", getattr(self, key), ">= 1")
+        _check(self.channels % 2 == 0, "model.channels", self.channels, "an even number")
+
+
+@dataclass
+class MctsConfig:
+    num_simulations: int = 50
+    pb_c_base: float = 19652.0
+    pb_c_init: float = 1.25
+    dirichlet_alpha: float = 0.3
+    exploration_fraction: float = 0.25
+    value_delta_max: float = 0.01
+    lstm_horizon: int = 5
+
+    def validate(self) -> None:
+        _check(self.num_simulations >= 1, "mcts.num_simulations", self.num_simulations, ">= 1")
+        _check(self.dirichlet_alpha > 0, "mcts.dirichlet_alpha", self.dirichlet_alpha, "> 0")
+        _check(0 <= self.exploration_fraction <= 1, "mcts.exploration_fraction", self.exploration_fraction,
+               "in [0, 1]")
+        _check(self.lstm_horizon >= 1, "mcts.lstm_horizon", self.lstm_horizon, ">= 1")
+
+
+@dataclass
+class ReplayConfig:
+    capacity: int = 100_000  # positions (agent steps) kept
+    block_length: int = 200  # positions per stored trajectory block
+    alpha: float = 0.6
+    beta_start: float = 0.4
+    beta_end: float = 1.0
+    priority_eps: float = 1e-6
+    start_env_steps: int = 2_000  # no training before replay holds this many positions
+
+    def validate(self) -> None:
+        _check(self.capacity >= self.block_length, "replay.capacity", self.capacity, ">= replay.block_length")
+        _check(self.block_length >= 1, "replay.block_length", self.block_length, ">= 1")
+        _check(0 <= self.alpha <= 1, "replay.alpha", self.alpha, "in [0, 1]")
+        _check(0 <= self.beta_start <= 1, "replay.beta_start", self.beta_start, "in [0, 1]")
+        _check(0 <= self.beta_end <= 1, "replay.beta_end", self.beta_end, "in [0, 1]")
+        _check(self.priority_eps > 0, "replay.priority_eps", self.priority_eps, "> 0")
+        _check(self.start_env_steps >= 0, "replay.start_env_steps", self.start_env_steps, ">= 0")
+
+
+@dataclass
+class TrainConfig:
+    batch_size: int = 256
+    training_steps: int = 120_000
+    unroll_steps: int = 5
+    td_steps: int = 5
+    discount: float = 0.997  # per raw frame for Atari (per agent step for gym envs)
+    optimizer: str = "sgd"  # "sgd" | "adam" | "lars"
+    lr: float = 0.2
+    lr_warmup_fraction: float = 0.01
+    lr_decay_steps: int = 100_000
+    lr_decay_rate: float = 0.1
+    momentum: float = 0.9
+    weight_decay: float = 1e-4
+    grad_clip: float = 5.0
+    lars_eta: float = 0.001  # clipped LARS trust coefficient η
+    lars_clip: float = 1.0  # clipped LARS cap c on the layer-wise rate multiplier
+    lars_beta: float = 0.0  # β in η‖w‖ / (‖g‖ + β‖w‖)
+    value_loss_weight: float = 0.25
+    value_prefix_loss_weight: float = 1.0
+    policy_loss_weight: float = 1.0
+    consistency_loss_weight: float = 2.0
+    target_update_interval: int = 200
+    reanalyze_ratio: float = 0.99  # fraction of positions whose policy target is re-searched
+    offpolicy_correction_ratio: float = 0.3  # n shrinks by one per ratio·training_steps env steps of age
+    env_steps_per_train_step: float = 1.0  # data/update ratio bound; 0 = unbounded
+    device: str = "auto"  # "auto" | "cpu" | "cuda" | "cuda:N"
+    mixed_precision: bool = False
+
+    def validate(self) -> None:
+        _check(self.batch_size >= 1, "train.batch_size", self.batch_size, ">= 1")
+        _check(self.training_steps >= 1, "train.training_steps", self.training_steps, ">= 1")
+        _check(self.unroll_steps >= 1, "train.unroll_steps", self.unroll_steps, ">= 1")
+        _check(self.td_steps >= 1, "train.td_steps", self.td_steps, ">= 1")
+        _check(0 < self.discount <= 1, "train.discount", self.discount, "in (0, 1]")
+        _check(self.optimizer in ("sgd", "adam", "lars"), "train.optimizer", self.optimizer,
+               "one of 'sgd', 'adam', 'lars'")
+        _check(self.lr > 0, "train.lr", self.lr, "> 0")
+        _check(0 <= self.lr_warmup_fraction < 1, "train.lr_warmup_fraction", self.lr_warmup_fraction, "in [0, 1)")
+        _check(0 <= self.momentum < 1, "train.momentum", self.momentum, "in [0, 1)")
+        _check(self.weight_decay >= 0, "train.weight_decay", self.weight_decay, ">= 0")
+        _check(self.grad_clip > 0, "train.grad_clip", self.grad_clip, "> 0")
+        _check(0 <= self.reanalyze_ratio <= 1, "train.reanalyze_ratio", self.reanalyze_ratio, "in [0, 1]")
+        _check(self.offpolicy_correction_ratio > 0, "train.offpolicy_correction_ratio",
+               self.offpolicy_correction_ratio, "> 0")
+        _check(self.target_update_interval >= 1, "train.target_update_interval", self.target_update_interval,
+               ">= 1")
+        _check(self.env_steps_per_train_step >= 0, "train.env_steps_per_train_step",
+               self.env_steps_per_train_step, ">= 0")
+        _check(self.device == "auto" or self.device == "cpu" or self.device.startswith("cuda"), "train.device",
+               self.device, "'auto', 'cpu', 'cuda' or 'cuda:N'")
+
+
+@dataclass
+class ActorConfig:
+    num_envs: int = 8  # environments stepped together by one actor (one search batch)
+    temperature_schedule: list[float] = field(default_factory=lambda: [1.0, 0.5, 0.25])
+    temperature_milestones: list[float] = field(default_factory=lambda: [0.5, 0.75])  # fractions of training
+    weight_update_interval: int = 10  # training steps between weight pulls (also the refreshers')
+
+    def validate(self) -> None:
+        _check(self.num_envs >= 1, "actor.num_envs", self.num_envs, ">= 1")
+        _check(len(self.temperature_schedule) == len(self.temperature_milestones) + 1,
+               "actor.temperature_schedule", self.temperature_schedule,
+               "one more entry than actor.temperature_milestones")
+        _check(all(t > 0 for t in self.temperature_schedule), "actor.temperature_schedule",
+               self.temperature_schedule, "temperatures > 0")
+        _check(self.weight_update_interval >= 1, "actor.weight_update_interval", self.weight_update_interval,
+               ">= 1")
+
+
+@dataclass
+class ReanalyzeConfig:
+    weight_update_interval: int = 25  # training steps between weight pulls
+
+    def validate(self) -> None:
+        _check(self.weight_update_interval >= 1, "reanalyze.weight_update_interval", self.weight_update_interval,
+               ">= 1")
+
+
+@dataclass
+class EvalConfig:
+    episodes: int = 32
+    interval: int = 5_000  # training steps between evaluations
+    num_simulations: int = 50
+
+    def validate(self) -> None:
+        _check(self.episodes >= 1, "eval.episodes", self.episodes, ">= 1")
+        _check(self.interval >= 1, "eval.interval", self.interval, ">= 1")
+        _check(self.num_simulations >= 1, "eval.num_simulations", self.num_simulations, ">= 1")
+
+
+@dataclass
+class RunConfig:
+    seed: int = 0
+    run_dir: str = "runs"  # a fresh sub-directory per run is created below this
+    max_env_steps: int = 100_000  # agent steps collected (Atari 100k = 100k agent steps = 400k frames)
+    max_train_steps: int = 0  # 0 = train.training_steps
+    log_interval_s: float = 5.0
+    stop_eval_return: float = 0.0  # stop once a full evaluation reaches this mean return (0 = never)
+
+    def validate(self) -> None:
+        _check(self.max_env_steps >= 1, "run.max_env_steps", self.max_env_steps, ">= 1")
+        _check(self.max_train_steps >= 0, "run.max_train_steps", self.max_train_steps, ">= 0")
+        _check(self.log_interval_s > 0, "run.log_interval_s", self.log_interval_s, "> 0")
+
+
+@dataclass
+class Config:
+    env: EnvConfig = field(default_factory=EnvConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    mcts: MctsConfig = field(default_factory=MctsConfig)
+    replay: ReplayConfig = field(default_factory=ReplayConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    actor: ActorConfig = field(default_factory=ActorConfig)
+    reanalyze: ReanalyzeConfig = field(default_factory=ReanalyzeConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+    run: RunConfig = field(default_factory=RunConfig)
+
+    def validate(self) -> None:
+        for f in dataclasses.fields(self):
+            getattr(self, f.name).validate()
+
+    @property
+    def total_train_steps(self) -> int:
+        return self.run.max_train_steps or self.train.training_steps
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+def _check(ok: bool, key: str, value: Any, allowed: str) -> None:
+    if not ok:
+        raise ConfigError(f"{key} = {value!r} is not allowed: expected {allowed}")
+
+
+def available_presets() -> list[str]:
+    return sorted(p.stem for p in PRESET_DIR.glob("*.toml"))
+
+
+def _read_toml(path: Path) -> dict[str, Any]:
+    try:
+        with path.open("rb") as handle:
+            return tomllib.load(handle)
+    except tomllib.TOMLDecodeError as err:
+        raise ConfigError(f"{path}: not valid TOML: {err}") from err
+
+
+def load_preset(name: str) -> dict[str, Any]:
+    path = PRESET_DIR / f"{name}.toml"
+    if not path.exists():
+        close = difflib.get_close_matches(name, available_presets(), n=3)
+        hint = f" Did you mean {', '.join(close)}?" if close else ""
+        raise ConfigError(f"unknown preset {name!r}; available: {', '.join(available_presets())}.{hint}")
+    return _read_toml(path)
+
+
+def _type_ok(value: Any, annotation: Any) -> tuple[bool, Any]:
+    """Return (ok, coerced value). ints are accepted where floats are expected."""
+    origin = typing.get_origin(annotation)
+    if origin in (list, tuple):
+        (item_type,) = typing.get_args(annotation)[:1]
+        if not isinstance(value, list | tuple):
+            return False, value
+        coerced = []
+        for item in value:
+            ok, item_value = _type_ok(item, item_type)
+            if not ok:
+                return False, value
+            coerced.append(item_value)
+        return True, coerced
+    if origin in (types.UnionType, typing.Union):
+        for option in typing.get_args(annotation):
+            ok, coerced = _type_ok(value, option)
+            if ok:
+                return True, coerced
+        return False, value
+    if annotation is float:
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            return True, float(value)
+        return False, value
+    if annotation is int:
+        return isinstance(value, int) and not isinstance(value, bool), value
+    if annotation is bool:
+        return isinstance(value, bool), value
+    if annotation is str:
+        return isinstance(value, str), value
+    return False, value
+
+
+def _type_name(annotation: Any) -> str:
+    return getattr(annotation, "__name__", str(annotation))
+
+
+def _apply(target: Any, values: dict[str, Any], source: str, prefix: str = "") -> None:
+    hints = typing.get_type_hints(type(target))
+    names = [f.name for f in dataclasses.fields(target)]
+    for key, value in values.items():
+        dotted = f"{prefix}{key}"
+        if key not in names:
+            close = difflib.get_close_matches(key, names, n=1)
+            hint = f"; did you mean '{prefix}{close[0]}'?" if close else ""
+            raise ConfigError(f"{source}: unknown key '{dotted}'{hint} (valid: {', '.join(names)})")
+        current = getattr(target, key)
+        if dataclasses.is_dataclass(current):
+            if not isinstance(value, dict):
+                raise ConfigError(f"{source}: '{dotted}' must be a table of settings, got {value!r}")
+            _apply(current, value, source, f"{dotted}.")
+            continue
+        ok, coerced = _type_ok(value, hints[key])
+        if not ok:
+            raise ConfigError(
+                f"{source}: '{dotted}' = {value!r} has type {type(value).__name__}; "
+                f"expected {_type_name(hints[key])}"
+            )
+        setattr(target, key, coerced)
+
+
+def parse_override(text: str) -> tuple[list[str], Any]:
+    """`section.key=value` → (['section', 'key'], value); the value is read as TOML (strings may be bare)."""
+    if "=" not in text:
+        raise ConfigError(f"--set {text!r}: expected section.key=value, e.g. train.batch_size=64")
+    key, raw = text.split("=", 1)
+    try:
+        value = tomllib.loads(f"v = {raw}")["v"]
+    except tomllib.TOMLDecodeError:
+        value = raw  # bare string such as env.id=gym:CartPole-v1
+    return key.strip().split("."), value
+
+
+def build_config(
+    preset: str | None = None,
+    run_file: str | Path | None = None,
+    overrides: list[str] | None = None,
+) -> Config:
+    """Defaults ← preset ← run file sections ← `--set` overrides; validated. See module docstring."""
+    config = Config()
+    run_values: dict[str, Any] = {}
+    if run_file is not None:
+        path = Path(run_file)
+        if not path.exists():
+            raise ConfigError(f"run file {path} does not exist")
+        run_values = _read_toml(path)
+        run_values.pop("cluster", None)  # node layout: read by the node agent, not part of the algorithm
+        preset = preset or run_values.pop("preset", None)
+        run_values.pop("preset", None)
+        if preset is not None and not isinstance(preset, str):
+            raise ConfigError(f"{path}: 'preset' = {preset!r} must be a string")
+    if preset:
+        _apply(config, load_preset(preset), f"preset '{preset}'")
+    if run_values:
+        _apply(config, run_values, str(run_file))
+    for text in overrides or []:
+        keys, value = parse_override(text)
+        nested: dict[str, Any] = value
+        for key in reversed(keys):
+            nested = {key: nested}
+        _apply(config, nested, f"--set {text}")
+    config.validate()
+    return config

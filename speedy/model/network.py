@@ -1,0 +1,249 @@
+"""The EfficientZero network: representation, dynamics with value-prefix LSTM, prediction, SimSiam heads.
+
+Two bodies share one interface: `ConvBody` for Atari frames (DESIGN.md §3: stem to 64×6×6, one residual block per
+function) and `MlpBody` for vector observations (CartPole). Shapes, with B = batch, A = actions, L = LSTM width,
+V = 2·support_size + 1 bins:
+
+- `initial_inference(obs)`: obs (B, C·stack, H, W) uint8 or (B, stack·D) float → `InferenceOutput` with
+  value (B,), value_prefix (B,) zeros, policy_logits (B, A), latent (B, *latent_shape), lstm state 2×(1, B, L) zeros.
+- `recurrent_inference(latent, lstm_state, action)`: action (B,) int64 → the next latent, its value prefix and the
+  new LSTM state. Resetting the LSTM state every `lstm_horizon` steps is the caller's job (search and unroll).
+- `project(latent, with_grad)`: SimSiam projection (and prediction head when `with_grad`) for the consistency loss.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from speedy.model.support import support_to_scalar
+
+
+@dataclass(frozen=True)
+class NetworkSpec:
+    """Everything needed to build a network; derived from the run config and the environment."""
+
+    observation_shape: tuple[int, ...]  # stacked input: (C·stack, H, W) for images or (stack·D,) for vectors
+    num_actions: int
+    support_size: int = 300
+    channels: int = 64
+    reduced_channels: int = 16
+    lstm_hidden: int = 512
+    head_hidden: tuple[int, ...] = (32,)
+    proj_hidden: int = 1024
+    proj_out: int = 1024
+    pred_hidden: int = 512
+    mlp_latent: int = 128  # vector observations only
+    mlp_hidden: tuple[int, ...] = (128,)  # vector observations only
+
+    @property
+    def is_image(self) -> bool:
+        return len(self.observation_shape) == 3
+
+
+@dataclass
+class InferenceOutput:
+    value: torch.Tensor  # (B,) scalar value in return units
+    value_prefix: torch.Tensor  # (B,) scalar value prefix in reward units
+    policy_logits: torch.Tensor  # (B, A)
+    latent: torch.Tensor  # (B, *latent_shape)
+    lstm_state: tuple[torch.Tensor, torch.Tensor]  # (h, c), each (1, B, L)
+    value_logits: torch.Tensor  # (B, V)
+    value_prefix_logits: torch.Tensor | None  # (B, V); None for initial inference
+
+
+def mlp(sizes: list[int], final_norm: bool = False, zero_last: bool = False) -> nn.Sequential:
+    """Linear layers with BatchNorm+ReLU between them (EfficientZero's head MLP); `sizes` = [in, hidden..., out]."""
+    layers: list[nn.Module] = []
+    for i in range(len(sizes) - 1):
+        layers.append(nn.Linear(sizes[i], sizes[i + 1]))
+        if i < len(sizes) - 2:
+            layers += [nn.BatchNorm1d(sizes[i + 1]), nn.ReLU()]
+        elif final_norm:
+            layers.append(nn.BatchNorm1d(sizes[i + 1]))
+    if zero_last:
+        last = layers[-2] if final_norm else layers[-1]
+        nn.init.zeros_(last.weight)
+        nn.init.zeros_(last.bias)
+    return nn.Sequential(*layers)
+
+
+class ResidualBlock(nn.Module):
+    """3×3 conv → BN → ReLU → 3×3 conv → BN, plus the input (strided 3×3 projection when shape changes), ReLU."""
+
+    def __init__(self, in_channels: int, out_channels: int, stride: int = 1) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(in_channels, out_channels, 3, stride, 1, bias=False)
+        self.bn1 = nn.BatchNorm2d(out_channels)
+        self.conv2 = nn.Conv2d(out_channels, out_channels, 3, 1, 1, bias=False)
+        self.bn2 = nn.BatchNorm2d(out_channels)
+        self.skip = None
+        if stride != 1 or in_channels != out_channels:
+            self.skip = nn.Conv2d(in_channels, out_channels, 3, stride, 1, bias=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = F.relu(self.bn1(self.conv1(x)))
+        out = self.bn2(self.conv2(out))
+        return F.relu(out + (x if self.skip is None else self.skip(x)))
+
+
+class ConvBody(nn.Module):
+    """Atari body: (B, C·stack, 96, 96) uint8 → latent (B, 64, 6, 6)."""
+
+    def __init__(self, spec: NetworkSpec) -> None:
+        super().__init__()
+        c = spec.channels
+        in_channels = spec.observation_shape[0]
+        self.stem = nn.Sequential(
+            nn.Conv2d(in_channels, c // 2, 3, 2, 1, bias=False),
+            nn.BatchNorm2d(c // 2),
+            nn.ReLU(),
+            ResidualBlock(c // 2, c // 2),
+            ResidualBlock(c // 2, c, stride=2),
+            ResidualBlock(c, c),
+            nn.AvgPool2d(3, 2, 1),
+            ResidualBlock(c, c),
+            nn.AvgPool2d(3, 2, 1),
+        )
+        self.representation_block = ResidualBlock(c, c)
+        self.dynamics_conv = nn.Conv2d(c + 1, c, 3, 1, 1, bias=False)
+        self.dynamics_bn = nn.BatchNorm2d(c)
+        self.dynamics_block = ResidualBlock(c, c)
+        self.prediction_block = ResidualBlock(c, c)
+        self.num_actions = spec.num_actions
+        side = _stem_side(spec.observation_shape[1])
+        self.latent_shape = (c, side, side)
+        self.reward_in = nn.Sequential(nn.Conv2d(c, spec.reduced_channels, 1), nn.BatchNorm2d(spec.reduced_channels),
+                                       nn.ReLU(), nn.Flatten())
+        self.value_in = nn.Sequential(nn.Conv2d(c, spec.reduced_channels, 1), nn.BatchNorm2d(spec.reduced_channels),
+                                      nn.ReLU(), nn.Flatten())
+        self.policy_in = nn.Sequential(nn.Conv2d(c, spec.reduced_channels, 1), nn.BatchNorm2d(spec.reduced_channels),
+                                       nn.ReLU(), nn.Flatten())
+        self.head_in_features = spec.reduced_channels * side * side
+
+    def represent(self, obs: torch.Tensor) -> torch.Tensor:
+        return self.representation_block(self.stem(obs.float() / 255.0))
+
+    def dynamics(self, latent: torch.Tensor, action: torch.Tensor) -> torch.Tensor:
+        plane = (action.float() / self.num_actions).view(-1, 1, 1, 1).expand(-1, 1, *latent.shape[2:])
+        x = self.dynamics_bn(self.dynamics_conv(torch.cat([latent, plane], dim=1)))
+        return self.dynamics_block(F.relu(x + latent))
+
+    def prediction_features(self, latent: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        x = self.prediction_block(latent)
+        return self.value_in(x), self.policy_in(x)
+
+
+def _stem_side(side: int) -> int:
+    """Spatial side after the stem: conv s2, block s2, avgpool s2, avgpool s2 (each ceil(side / 2))."""
+    for _ in range(4):
+        side = (side + 1) // 2
+    return side
+
+
+class MlpBody(nn.Module):
+    """Vector body: (B, stack·D) float → latent (B, mlp_latent), min–max normalised to [0, 1] per sample."""
+
+    def __init__(self, spec: NetworkSpec) -> None:
+        super().__init__()
+        latent = spec.mlp_latent
+        hidden = list(spec.mlp_hidden)
+        self.num_actions = spec.num_actions
+        self.latent_shape = (latent,)
+        self.representation = mlp([spec.observation_shape[0], *hidden, latent])
+        self.dynamics_net = mlp([latent + spec.num_actions, *hidden, latent])
+        self.reward_in = nn.Identity()
+        self.value_in = nn.Identity()
+        self.policy_in = nn.Identity()
+        self.head_in_features = latent
+
+    @staticmethod
+    def _normalize(x: torch.Tensor) -> torch.Tensor:
+        low = x.min(dim=1, keepdim=True).values
+        high = x.max(dim=1, keepdim=True).values
+        return (x - low) / (high - low).clamp(min=1e-5)
+
+    def represent(self, obs: torch.Tensor) -> torch.Tensor:
+        return self._normalize(self.representation(obs.float()))
+
+    def dynamics(self, latent: torch.Tensor, action: torch.Tensor) -> torch.Tensor:
+        one_hot = F.one_hot(action.long(), self.num_actions).float()
+        return self._normalize(self.dynamics_net(torch.cat([latent, one_hot], dim=1)))
+
+    def prediction_features(self, latent: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return latent, latent
+
+
+class EfficientZeroNet(nn.Module):
+    """Representation, dynamics (+ value-prefix LSTM), prediction and SimSiam heads around a conv or MLP body."""
+
+    def __init__(self, spec: NetworkSpec) -> None:
+        super().__init__()
+        self.spec = spec
+        self.body: ConvBody | MlpBody = ConvBody(spec) if spec.is_image else MlpBody(spec)
+        bins = 2 * spec.support_size + 1
+        features = self.body.head_in_features
+        self.lstm = nn.LSTM(features, spec.lstm_hidden)
+        self.value_prefix_bn = nn.BatchNorm1d(spec.lstm_hidden)
+        self.value_prefix_head = mlp([spec.lstm_hidden, *spec.head_hidden, bins], zero_last=True)
+        self.value_head = mlp([features, *spec.head_hidden, bins], zero_last=True)
+        self.policy_head = mlp([features, *spec.head_hidden, spec.num_actions], zero_last=True)
+        latent_size = int(torch.Size(self.body.latent_shape).numel())
+        self.projection = mlp([latent_size, spec.proj_hidden, spec.proj_hidden, spec.proj_out], final_norm=True)
+        self.projection_head = mlp([spec.proj_out, spec.pred_hidden, spec.proj_out])
+
+    @property
+    def latent_shape(self) -> tuple[int, ...]:
+        return self.body.latent_shape
+
+    def initial_lstm_state(self, batch: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+        zeros = torch.zeros(1, batch, self.spec.lstm_hidden, device=device)
+        return zeros, zeros.clone()
+
+    def _predict(self, latent: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        value_features, policy_features = self.body.prediction_features(latent)
+        value_logits = self.value_head(value_features)
+        policy_logits = self.policy_head(policy_features)
+        return value_logits, policy_logits, support_to_scalar(value_logits, self.spec.support_size)
+
+    def initial_inference(self, obs: torch.Tensor) -> InferenceOutput:
+        latent = self.body.represent(obs)
+        value_logits, policy_logits, value = self._predict(latent)
+        batch = obs.shape[0]
+        return InferenceOutput(
+            value=value,
+            value_prefix=torch.zeros(batch, device=obs.device),
+            policy_logits=policy_logits,
+            latent=latent,
+            lstm_state=self.initial_lstm_state(batch, obs.device),
+            value_logits=value_logits,
+            value_prefix_logits=None,
+        )
+
+    def recurrent_inference(
+        self, latent: torch.Tensor, lstm_state: tuple[torch.Tensor, torch.Tensor], action: torch.Tensor
+    ) -> InferenceOutput:
+        next_latent = self.body.dynamics(latent, action)
+        reward_features = self.body.reward_in(next_latent)
+        lstm_out, new_state = self.lstm(reward_features.unsqueeze(0), lstm_state)
+        prefix_logits = self.value_prefix_head(F.relu(self.value_prefix_bn(lstm_out.squeeze(0))))
+        value_logits, policy_logits, value = self._predict(next_latent)
+        return InferenceOutput(
+            value=value,
+            value_prefix=support_to_scalar(prefix_logits, self.spec.support_size),
+            policy_logits=policy_logits,
+            latent=next_latent,
+            lstm_state=new_state,
+            value_logits=value_logits,
+            value_prefix_logits=prefix_logits,
+        )
+
+    def project(self, latent: torch.Tensor, with_grad: bool = True) -> torch.Tensor:
+        """SimSiam: (B, *latent_shape) → (B, proj_out); the target branch (with_grad=False) is detached."""
+        projected = self.projection(latent.reshape(latent.shape[0], -1))
+        if with_grad:
+            return self.projection_head(projected)
+        return projected.detach()
