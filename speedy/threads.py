@@ -6,6 +6,7 @@ system runs slower than one process on a small box, so every role calls `limit_t
 
 from __future__ import annotations
 
+import contextlib
 import os
 
 _BLAS_VARS = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS", "NUMBA_NUM_THREADS")
@@ -23,10 +24,9 @@ def limit_threads(num_threads: int) -> None:
     import torch
 
     torch.set_num_threads(num_threads)
-    try:
+    # Inter-op threads are only settable before the first parallel op; the intra-op limit is what matters.
+    with contextlib.suppress(RuntimeError):
         torch.set_num_interop_threads(1)
-    except RuntimeError:
-        pass  # only settable before the first parallel op; the intra-op limit is what matters
     try:
         import numba
 
