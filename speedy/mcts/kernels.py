@@ -1,0 +1,228 @@
+"""Numba kernels of the batched MCTS engine: each loops over all B roots in one call.
+
+Tree arrays (mctx layout, one tree per root, node n of root b at [b, n]; N = S + 1 nodes; node k + 1
+is created by simulation k, the root is node 0; a child index of -1 means "not expanded yet"):
+
+    children_index  (B, N, A) int32    node index of child a, or -1
+    children_prior  (B, N, A) float32  prior of child a
+    visit_count     (B, N)    int32
+    value_sum       (B, N)    float64  (float64 so the engine and the reference agree bit for bit)
+    value_prefix    (B, N)    float64  caller's float32 value prefix, widened
+    is_reset        (B, N)    bool     value-prefix LSTM reset at this node
+    parent          (B, N)    int32    parent node (-1 at the root)
+    action          (B, N)    int32    action from the parent (-1 at the root)
+    depth           (B, N)    int32    root = 0
+    bounds          (B, 2)    float64  running [min, max] of backed-up Q per root
+    rng_state       (B,)      uint64   tie-break stream per root (speedy.mcts.rng)
+
+Arithmetic is float64 in the same order as `speedy.mcts.reference`, without fastmath, so both pick
+the same actions; priors are rounded to float32 once at expansion.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from numba import njit
+
+from speedy.mcts.rng import draw_below
+
+TIE_EPSILON = 1e-6
+
+_draw_below = njit(cache=True)(draw_below)
+
+
+@njit(cache=True)
+def _softmax_row(logits, row, scratch):
+    """Max-subtracted softmax of float32 logits[row] into float64 scratch (A,) (in place)."""
+    num_actions = logits.shape[1]
+    top = np.float64(logits[row, 0])
+    for a in range(1, num_actions):
+        x = np.float64(logits[row, a])
+        if x > top:
+            top = x
+    total = 0.0
+    for a in range(num_actions):
+        e = math.exp(np.float64(logits[row, a]) - top)
+        scratch[a] = e
+        total += e
+    for a in range(num_actions):
+        scratch[a] = scratch[a] / total
+
+
+@njit(cache=True)
+def init_roots(
+    children_index, children_prior, visit_count, value_sum, value_prefix, is_reset,
+    parent, action, depth, bounds, root_value_prefix, logits, noise, use_noise, fraction,
+):
+    """Make node 0 of every tree a root: priors softmax(logits) (mixed with noise), visit count 1.
+
+    root_value_prefix (B,) float32; logits (B, A) float32; noise (B, A) float32 (read if use_noise).
+    """
+    batch, _, num_actions = children_index.shape
+    scratch = np.empty(num_actions, np.float64)
+    for b in range(batch):
+        _softmax_row(logits, b, scratch)
+        for a in range(num_actions):
+            p = scratch[a]
+            if use_noise:
+                p = p * (1.0 - fraction) + np.float64(noise[b, a]) * fraction
+            children_prior[b, 0, a] = np.float32(p)
+            children_index[b, 0, a] = -1
+        visit_count[b, 0] = 1
+        value_sum[b, 0] = 0.0
+        value_prefix[b, 0] = np.float64(root_value_prefix[b])
+        is_reset[b, 0] = False
+        parent[b, 0] = -1
+        action[b, 0] = -1
+        depth[b, 0] = 0
+        bounds[b, 0] = np.inf
+        bounds[b, 1] = -np.inf
+
+
+@njit(cache=True)
+def select_leaves(
+    children_index, children_prior, visit_count, value_sum, value_prefix, is_reset, depth, bounds,
+    rng_state, discount, pb_c_base, pb_c_init, value_delta_max, lstm_horizon,
+    out_parent, out_action, out_depth, out_reset,
+):
+    """Descend every tree by pUCT to an unexpanded child; write (parent node, action, depth, reset).
+
+    Outputs out_parent, out_action, out_depth (B,) int32 and out_reset (B,) bool are overwritten.
+    """
+    batch, _, num_actions = children_index.shape
+    q_buf = np.empty(num_actions, np.float64)
+    candidates = np.empty(num_actions, np.int32)
+    for b in range(batch):
+        low = bounds[b, 0]
+        delta = bounds[b, 1] - low
+        scale = max(delta, value_delta_max)
+        node = 0
+        parent_mean_q = 0.0
+        is_root = True
+        while True:
+            node_prefix = value_prefix[b, node]
+            node_reset = is_reset[b, node]
+            total = 0.0
+            visited = 0
+            for a in range(num_actions):
+                c = children_index[b, node, a]
+                if c >= 0:
+                    r = value_prefix[b, c] if node_reset else value_prefix[b, c] - node_prefix
+                    q = r + discount * (value_sum[b, c] / visit_count[b, c])
+                    q_buf[a] = q
+                    total += q
+                    visited += 1
+            mean_q = total / visited if is_root and visited > 0 else (parent_mean_q + total) / (visited + 1)
+            is_root = False
+            parent_mean_q = mean_q
+
+            n = visit_count[b, node] - 1
+            pb_c = math.log((n + pb_c_base + 1.0) / pb_c_base) + pb_c_init
+            sqrt_n = math.sqrt(n)
+            best = -np.inf
+            num_candidates = 0
+            for a in range(num_actions):
+                c = children_index[b, node, a]
+                if c >= 0:
+                    child_visits = visit_count[b, c]
+                    q = q_buf[a]
+                else:
+                    child_visits = 0
+                    q = mean_q
+                prior_score = pb_c * (sqrt_n / (child_visits + 1)) * children_prior[b, node, a]
+                if delta > 0.0:
+                    q = (q - low) / scale
+                value_score = min(max(q, 0.0), 1.0)
+                score = prior_score + value_score
+                if score > best:
+                    best = score
+                    candidates[0] = a
+                    num_candidates = 1
+                elif score >= best - TIE_EPSILON:
+                    candidates[num_candidates] = a
+                    num_candidates += 1
+            chosen = candidates[0]
+            if num_candidates > 1:
+                chosen = candidates[_draw_below(rng_state, b, num_candidates)]
+            child = children_index[b, node, chosen]
+            if child < 0:
+                break
+            node = child
+        leaf_depth = depth[b, node] + 1
+        out_parent[b] = node
+        out_action[b] = chosen
+        out_depth[b] = leaf_depth
+        out_reset[b] = lstm_horizon > 0 and leaf_depth % lstm_horizon == 0
+
+
+@njit(cache=True)
+def expand_and_backup(
+    new_node, children_index, children_prior, visit_count, value_sum, value_prefix, is_reset,
+    parent, action, depth, bounds, leaf_parent, leaf_action, leaf_depth, leaf_reset,
+    leaf_value, leaf_value_prefix, leaf_logits, discount,
+):
+    """Create node `new_node` under (leaf_parent[b], leaf_action[b]) in every tree and back up its value.
+
+    leaf_value, leaf_value_prefix (B,) float32; leaf_logits (B, A) float32. Each node on the path adds
+    G, counts a visit and adds its Q = r + discount * value to the root's bounds; then G = r + discount * G.
+    """
+    batch, _, num_actions = children_index.shape
+    scratch = np.empty(num_actions, np.float64)
+    for b in range(batch):
+        p = leaf_parent[b]
+        children_index[b, p, leaf_action[b]] = new_node
+        parent[b, new_node] = p
+        action[b, new_node] = leaf_action[b]
+        depth[b, new_node] = leaf_depth[b]
+        value_prefix[b, new_node] = np.float64(leaf_value_prefix[b])
+        is_reset[b, new_node] = leaf_reset[b]
+        visit_count[b, new_node] = 0
+        value_sum[b, new_node] = 0.0
+        _softmax_row(leaf_logits, b, scratch)
+        for a in range(num_actions):
+            children_prior[b, new_node, a] = np.float32(scratch[a])
+            children_index[b, new_node, a] = -1
+
+        low = bounds[b, 0]
+        high = bounds[b, 1]
+        g = np.float64(leaf_value[b])
+        node = new_node
+        while True:
+            value_sum[b, node] += g
+            visit_count[b, node] += 1
+            if node == 0:
+                r = value_prefix[b, 0]
+            else:
+                up = parent[b, node]
+                r = value_prefix[b, node] if is_reset[b, up] else value_prefix[b, node] - value_prefix[b, up]
+            q = r + discount * (value_sum[b, node] / visit_count[b, node])
+            if q > high:
+                high = q
+            if q < low:
+                low = q
+            g = r + discount * g
+            if node == 0:
+                break
+            node = parent[b, node]
+        bounds[b, 0] = low
+        bounds[b, 1] = high
+
+
+@njit(cache=True)
+def root_statistics(children_index, visit_count, value_sum, value_prefix, discount,
+                    out_visits, out_value, out_q):
+    """Root child visits (B, A) int32, root value (B,) float32, root child Q (B, A) float32 (0 unvisited)."""
+    batch, _, num_actions = children_index.shape
+    for b in range(batch):
+        out_value[b] = np.float32(value_sum[b, 0] / visit_count[b, 0])
+        for a in range(num_actions):
+            c = children_index[b, 0, a]
+            if c >= 0:
+                out_visits[b, a] = visit_count[b, c]
+                r = value_prefix[b, c] - value_prefix[b, 0]
+                out_q[b, a] = np.float32(r + discount * (value_sum[b, c] / visit_count[b, c]))
+            else:
+                out_visits[b, a] = 0
+                out_q[b, a] = 0.0
