@@ -38,11 +38,12 @@ from speedy.mcts.types import (
 TIE_EPSILON = 1e-6
 
 
-@dataclass
+@dataclass(eq=False)
 class Node:
-    """One tree node. `children` is empty until the node is expanded."""
+    """One tree node. `children` is empty until the node is expanded; `action` leads here from the parent."""
 
     prior: float
+    action: int = -1
     slot: int = -1
     depth: int = 0
     visit_count: int = 0
@@ -96,7 +97,7 @@ def expand(node: Node, value_prefix: float, logits: np.ndarray, noise: np.ndarra
     if noise is not None:
         priors = [p * (1.0 - fraction) + float(n) * fraction for p, n in zip(priors, noise, strict=True)]
     node.value_prefix = float(value_prefix)
-    node.children = [Node(prior=float(np.float32(p)), depth=node.depth + 1) for p in priors]
+    node.children = [Node(prior=float(np.float32(p)), action=a, depth=node.depth + 1) for a, p in enumerate(priors)]
 
 
 def reward(child: Node, parent: Node) -> float:
@@ -211,7 +212,7 @@ def run_search(
 
 def _leaf_batch(paths: list[list[Node]], slot: int, horizon: int) -> LeafBatch:
     parent_slot = np.array([p[-2].slot for p in paths], dtype=np.int32)
-    action = np.array([p[-2].children.index(p[-1]) for p in paths], dtype=np.int32)
+    action = np.array([p[-1].action for p in paths], dtype=np.int32)
     depth = np.array([p[-1].depth for p in paths], dtype=np.int32)
     reset = (depth % horizon == 0) if horizon > 0 else np.zeros(len(paths), dtype=bool)
     return LeafBatch(slot=slot, parent_slot=parent_slot, action=action, depth=depth, reset_hidden=reset)
