@@ -1,7 +1,8 @@
 """Benchmark the numba MCTS engine's tree work on one core.
 
 A cheap deterministic stand-in replaces the network (table look-ups keyed by the leaf); its time is
-measured separately and subtracted, so `sims_per_s` is tree work only: B * S / tree seconds.
+measured separately and subtracted, so `sims_per_s` is tree work only: B * S / tree CPU seconds
+(thread CPU time, so a busy shared machine inflates it less than wall time; wall time is shown too).
 Also reports kernel compile seconds / cache hit and per-search Python allocations (tracemalloc)
 for S = 10 and S = 50 to show they do not grow with S.
 
@@ -56,7 +57,7 @@ class StandIn:
         self.seconds = 0.0
 
     def __call__(self, leaf: LeafBatch) -> ExpansionBatch:
-        start = time.perf_counter()
+        start = time.thread_time()
         key = self.key
         np.multiply(leaf.parent_slot, 31, out=key)
         key += leaf.action * 7
@@ -66,7 +67,7 @@ class StandIn:
         np.take(self.value, key, out=self.out.value)
         np.take(self.value_prefix, key, out=self.out.value_prefix)
         np.take(self.logits, key, axis=0, out=self.out.policy_logits)
-        self.seconds += time.perf_counter() - start
+        self.seconds += time.thread_time() - start
         return self.out
 
 
@@ -76,9 +77,10 @@ class BenchRow:
     actions: int
     simulations: int
     searches: int
-    ms_per_search: float       # tree work only (stand-in subtracted), median over searches
+    ms_per_search: float       # tree CPU ms per search (stand-in subtracted), median over searches
+    wall_ms_per_search: float  # wall ms per search including the stand-in (inflated if the machine is busy)
     standin_ms_per_search: float
-    sims_per_s: float          # B * S / tree seconds (one core)
+    sims_per_s: float          # B * S / tree CPU seconds (one core)
 
 
 def make_roots(batch: int, num_actions: int) -> RootBatch:
@@ -90,15 +92,15 @@ def make_roots(batch: int, num_actions: int) -> RootBatch:
     )
 
 
-def one_search(searcher: Searcher, roots: RootBatch, net: StandIn, seed: int) -> tuple[float, float]:
-    """Run one search; return (total seconds, stand-in seconds)."""
+def one_search(searcher: Searcher, roots: RootBatch, net: StandIn, seed: int) -> tuple[float, float, float]:
+    """Run one search; return (CPU seconds of this thread, stand-in CPU seconds, wall seconds)."""
     net.seconds = 0.0
-    start = time.perf_counter()
+    wall, start = time.perf_counter(), time.thread_time()
     searcher.begin(roots, seed)
     while not searcher.done:
         searcher.expand_and_backup(net(searcher.select()))
     searcher.result()
-    return time.perf_counter() - start, net.seconds
+    return time.thread_time() - start, net.seconds, time.perf_counter() - wall
 
 
 def bench_shape(batch: int, num_actions: int, simulations: int, budget_s: float) -> BenchRow:
@@ -106,15 +108,16 @@ def bench_shape(batch: int, num_actions: int, simulations: int, budget_s: float)
     searcher = Searcher(batch, num_actions, config)
     roots, net = make_roots(batch, num_actions), StandIn(batch, num_actions)
     one_search(searcher, roots, net, 0)  # warm caches
-    tree, standin = [], []
+    tree, standin, walls = [], [], []
     deadline = time.perf_counter() + budget_s
     while len(tree) < 3 or (time.perf_counter() < deadline and len(tree) < 1000):
-        total, fake = one_search(searcher, roots, net, len(tree) + 1)
+        total, fake, wall = one_search(searcher, roots, net, len(tree) + 1)
         tree.append(total - fake)
         standin.append(fake)
+        walls.append(wall)
     tree_s = float(np.median(tree))
-    return BenchRow(batch, num_actions, simulations, len(tree), tree_s * 1e3, float(np.median(standin)) * 1e3,
-                    batch * simulations / tree_s)
+    return BenchRow(batch, num_actions, simulations, len(tree), tree_s * 1e3, float(np.median(walls)) * 1e3,
+                    float(np.median(standin)) * 1e3, batch * simulations / tree_s)
 
 
 def allocation_bytes(batch: int, num_actions: int, simulations: int) -> dict:
@@ -152,10 +155,11 @@ def main() -> None:
         print(json.dumps(report, indent=2))
         return
     print(f"compile: {info['compile_seconds']:.2f} s, cache hit: {info['cache_hit']} ({info['cache_dir']})")
-    print(f"{'B':>5} {'A':>3} {'S':>3} {'searches':>8} {'ms/search':>10} {'stand-in ms':>11} {'sims/s/core':>12}")
+    print(f"{'B':>5} {'A':>3} {'S':>3} {'searches':>8} {'cpu ms/search':>13} {'wall ms':>8} "
+          f"{'stand-in ms':>11} {'sims/s/core':>12}")
     for r in rows:
-        print(f"{r.batch:>5} {r.actions:>3} {r.simulations:>3} {r.searches:>8} {r.ms_per_search:>10.3f} "
-              f"{r.standin_ms_per_search:>11.3f} {r.sims_per_s / 1e6:>10.3f} M")
+        print(f"{r.batch:>5} {r.actions:>3} {r.simulations:>3} {r.searches:>8} {r.ms_per_search:>13.3f} "
+              f"{r.wall_ms_per_search:>8.3f} {r.standin_ms_per_search:>11.3f} {r.sims_per_s / 1e6:>10.3f} M")
     for a in alloc:
         print(f"allocation per search (256x18, S={a['simulations']}): peak {a['peak_bytes']} B, "
               f"retained {a['retained_bytes']} B")

@@ -92,7 +92,8 @@ def select_leaves(
     Outputs out_parent, out_action, out_depth (B,) int32 and out_reset (B,) bool are overwritten.
     """
     batch, _, num_actions = children_index.shape
-    q_buf = np.empty(num_actions, np.float64)
+    q_buf = np.empty(num_actions, np.float64)  # Q of visited children, mean Q for the others
+    n_buf = np.empty(num_actions, np.int32)  # child visit counts (0 = unvisited)
     candidates = np.empty(num_actions, np.int32)
     for b in range(batch):
         low = bounds[b, 0]
@@ -109,11 +110,15 @@ def select_leaves(
             for a in range(num_actions):
                 c = children_index[b, node, a]
                 if c >= 0:
+                    child_visits = visit_count[b, c]
                     r = value_prefix[b, c] if node_reset else value_prefix[b, c] - node_prefix
-                    q = r + discount * (value_sum[b, c] / visit_count[b, c])
+                    q = r + discount * (value_sum[b, c] / child_visits)
                     q_buf[a] = q
+                    n_buf[a] = child_visits
                     total += q
                     visited += 1
+                else:
+                    n_buf[a] = 0
             mean_q = total / visited if is_root and visited > 0 else (parent_mean_q + total) / (visited + 1)
             is_root = False
             parent_mean_q = mean_q
@@ -124,13 +129,8 @@ def select_leaves(
             best = -np.inf
             num_candidates = 0
             for a in range(num_actions):
-                c = children_index[b, node, a]
-                if c >= 0:
-                    child_visits = visit_count[b, c]
-                    q = q_buf[a]
-                else:
-                    child_visits = 0
-                    q = mean_q
+                child_visits = n_buf[a]
+                q = q_buf[a] if child_visits > 0 else mean_q
                 prior_score = pb_c * (sqrt_n / (child_visits + 1)) * children_prior[b, node, a]
                 if delta > 0.0:
                     q = (q - low) / scale
