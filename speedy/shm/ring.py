@@ -1,0 +1,600 @@
+"""Single-producer single-consumer ring of variable-size records in shared memory.
+
+Layout of the segment's data region (byte offsets)::
+
+    0     tail   int64  bytes ever published by the writer   (own 64-byte cache line)
+    64    head   int64  bytes ever released by the reader    (own cache line)
+    128   writer pid, writer start time (float64 bits), writer-closed flag
+    192   reader pid, reader start time, reader-closed flag
+    256   reader-sleeping flag      320   writer-sleeping flag
+    512   data: `capacity` bytes (a multiple of 64)
+
+`tail` and `head` grow monotonically; a position p lives at data offset p % capacity. A record
+is an 8-byte header (u32 body length, u32 kind) plus the body, padded to 8 bytes. A record never
+splits across the end of the data area: the writer writes a SKIP header there and wraps to 0.
+
+Memory ordering. The writer fills a record completely and only then stores `tail` (one aligned
+8-byte store, atomic on x86-64 and aarch64). On x86-64 (TSO) stores become visible in program
+order and loads are not reordered with older loads, so a reader that sees the new `tail` sees
+the record's bytes (glibc's memcpy ends its non-temporal paths with an sfence). The same
+argument protects the writer from reusing bytes before the reader's `head` store. Consequence:
+a writer killed mid-record never publishes it, so it is never delivered. (On weakly ordered
+CPUs the `fence()` between the data and the counter store covers the publish side too.)
+
+Waiting. A waiter spins for ~50 us, then sets its "sleeping" flag, issues a full fence, re-checks
+the ring and sleeps on its doorbell (a FIFO); the peer, after its counter store, fences and rings
+only if the flag is set. This is the store-fence-load handshake on both sides, so no wake-up is
+lost; and the sleeper wakes at least every `POLL_S` seconds anyway to check its peer's liveness
+(pid + start time, zombies count as dead) and raises `PeerDiedError` if it is gone.
+
+Records are read in place: `get()` returns a `Message` whose arrays are views into the ring;
+the slot is handed back to the writer by `Message.release()`. Several messages may be held
+at once and released in any order (head advances over the released prefix).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import struct
+import time
+from collections import deque
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+import numpy as np
+
+from speedy.shm import codec
+from speedy.shm.doorbell import Doorbell, fence
+from speedy.shm.segment import HEADER_BYTES, Segment, pid_alive, process_start_time
+
+CTRL_BYTES = 512
+TAIL, HEAD = 0, 8
+W_PID, W_START, W_CLOSED = 16, 17, 18
+R_PID, R_START, R_CLOSED = 24, 25, 26
+R_SLEEP, W_SLEEP = 32, 40
+
+_REC = struct.Struct("<II")
+KIND_DATA = 0xDA7A0001
+KIND_SKIP = 0x5C1B0002
+_PADS = [bytes(k) for k in range(8)]
+SPIN_S = 50e-6
+POLL_S = 0.1
+
+
+class RingError(RuntimeError):
+    """Base class of ring errors."""
+
+
+class PeerDiedError(RingError):
+    """The process at the other end of a ring died while we waited on it."""
+
+
+class RingClosedError(RingError):
+    """The other end closed the ring (and, for a reader, every record was consumed)."""
+
+
+class RingTimeoutError(RingError, TimeoutError):
+    """A put on a full ring or a get on an empty ring did not complete within its timeout."""
+
+
+class CorruptRecordError(RingError):
+    """A record header in the ring is inconsistent (memory corruption or a foreign writer)."""
+
+
+def record_size(nbytes: int) -> int:
+    """Ring bytes used by a record with an `nbytes` body (header + body, padded to 8)."""
+    return (nbytes + 15) & ~7
+
+
+class Ring:
+    """A ring segment; use `.writer()` / `.reader()` to get its two ends.
+
+    `Ring.create(run_id, name, capacity)` in the process that owns the memory (normally the
+    node agent); `Ring.attach(run_id, name)` in the processes that use it.
+    """
+
+    def __init__(self, seg: Segment) -> None:
+        self.seg = seg
+        self.name = seg.path.name
+        self.capacity = int(seg.meta["capacity"])
+        self.reader_bell_path = seg.meta["rbell"]
+        self.writer_bell_path = seg.meta["wbell"]
+        self.ctrl = seg.buf[:CTRL_BYTES].cast("q")
+        self.ctrl_f = seg.buf[:CTRL_BYTES].cast("d")
+        self.data = seg.buf[CTRL_BYTES : CTRL_BYTES + self.capacity]
+        self.u8 = seg.ndarray(np.uint8, CTRL_BYTES, self.capacity)
+        self.mm = seg._mm
+        self.base = HEADER_BYTES + CTRL_BYTES  # file offset of data byte 0 (64-aligned)
+
+    @classmethod
+    def create(cls, run_id: str, name: str, capacity: int, reader_bell: str | None = None) -> Ring:
+        """Create a ring with `capacity` data bytes (multiple of 64, >= 128).
+
+        `reader_bell`: path of an existing doorbell FIFO to share (many-to-one mux); by default
+        the ring gets its own.
+        """
+        if capacity < 128 or capacity % 64:
+            raise ValueError(f"ring capacity must be a multiple of 64 and >= 128 bytes, got {capacity}")
+        from speedy.shm.segment import segment_path
+
+        path = segment_path(run_id, name)
+        rbell = reader_bell or f"{path}.bell-r"
+        wbell = f"{path}.bell-w"
+        seg = Segment.create(run_id, name, CTRL_BYTES + capacity, {"kind": "ring", "capacity": capacity,
+                                                                      "rbell": rbell, "wbell": wbell})
+        if reader_bell is None:
+            Doorbell.create(rbell).close()
+        Doorbell.create(wbell).close()
+        return cls(seg)
+
+    @classmethod
+    def attach(cls, run_id: str, name: str) -> Ring:
+        """Attach to an existing ring."""
+        seg = Segment.attach(run_id, name)
+        if seg.meta.get("kind") != "ring":
+            raise ValueError(f"segment {seg.path.name} is a {seg.meta.get('kind')!r}, not a ring")
+        return cls(seg)
+
+    def writer(self) -> RingWriter:
+        """Claim the writing end (one per ring)."""
+        return RingWriter(self)
+
+    def reader(self) -> RingReader:
+        """Claim the reading end (one per ring)."""
+        return RingReader(self)
+
+    def used_bytes(self) -> int:
+        """Bytes published but not yet released (approximate while both ends run)."""
+        return self.ctrl[TAIL] - self.ctrl[HEAD]
+
+    def close(self) -> None:
+        """Unmap (the creator also unlinks the segment; its doorbells go at process exit)."""
+        for v in (self.ctrl, self.ctrl_f, self.data):
+            v.release()
+        self.u8 = None
+        self.mm = None
+        self.seg.close()
+
+
+class _End:
+    """Shared logic of both ends: claiming, liveness, waiting."""
+
+    _PID, _START, _CLOSED, _SLEEP = 0, 0, 0, 0
+    _PEER_PID, _PEER_START, _PEER_CLOSED, _PEER_SLEEP = 0, 0, 0, 0
+    role = ""
+    peer_role = ""
+
+    def __init__(self, ring: Ring, my_bell: str, peer_bell: str) -> None:
+        self.ring = ring
+        self.cap = ring.capacity
+        self.ctrl = ring.ctrl
+        me = os.getpid()
+        other = self.ctrl[self._PID]
+        if other not in (0, me) and not self.ctrl[self._CLOSED] and pid_alive(other, self.ring.ctrl_f[self._START]):
+            raise RingError(f"ring {ring.name} already has a {self.role} (pid {other})")
+        self.ctrl[self._CLOSED] = 0
+        ring.ctrl_f[self._START] = process_start_time(me)
+        self.ctrl[self._PID] = me
+        self._bell = Doorbell(my_bell)
+        self._peer_bell = Doorbell(peer_bell)
+        self.closed = False
+
+    def _check_peer(self) -> None:
+        if self.ctrl[self._PEER_CLOSED]:
+            raise RingClosedError(f"ring {self.ring.name}: the {self.peer_role} closed it")
+        pid = self.ctrl[self._PEER_PID]
+        if pid and not pid_alive(pid, self.ring.ctrl_f[self._PEER_START]):
+            raise PeerDiedError(f"ring {self.ring.name}: the {self.peer_role} (pid {pid}) died")
+
+    def peer_alive(self) -> bool:
+        """False if the peer attached and has since died (or closed)."""
+        try:
+            self._check_peer()
+        except RingError:
+            return False
+        return True
+
+    def _wake_peer(self) -> None:
+        fence()
+        if self.ctrl[self._PEER_SLEEP]:
+            self._peer_bell.ring()
+
+    def _wait(self, ready: Callable[[], bool], timeout: float | None) -> None:
+        """Block until `ready()`; raise RingTimeoutError / PeerDiedError / RingClosedError."""
+        t0 = time.monotonic()
+        while time.monotonic() - t0 < SPIN_S:
+            if ready():
+                return
+        deadline = None if timeout is None else t0 + timeout
+        ctrl, flag = self.ctrl, self._SLEEP
+        while True:
+            ctrl[flag] = 1
+            fence()
+            if ready():
+                ctrl[flag] = 0
+                return
+            wait_s = POLL_S if deadline is None else min(POLL_S, deadline - time.monotonic())
+            self._bell.wait(wait_s)
+            ctrl[flag] = 0
+            self._bell.drain()
+            if ready():
+                return
+            self._check_peer()
+            if deadline is not None and time.monotonic() >= deadline:
+                raise RingTimeoutError(f"ring {self.ring.name}: {self.role} timed out after {timeout} s")
+
+    async def _await(self, ready: Callable[[], bool], timeout: float | None) -> None:
+        """`_wait` for asyncio: yields to the loop while spinning, sleeps on the doorbell."""
+        t0 = time.monotonic()
+        for _ in range(4):
+            if ready():
+                return
+            await asyncio.sleep(0)
+        deadline = None if timeout is None else t0 + timeout
+        ctrl, flag = self.ctrl, self._SLEEP
+        while True:
+            ctrl[flag] = 1
+            fence()
+            if ready():
+                ctrl[flag] = 0
+                return
+            wait_s = POLL_S if deadline is None else min(POLL_S, deadline - time.monotonic())
+            await self._bell.wait_async(wait_s)
+            ctrl[flag] = 0
+            self._bell.drain()
+            if ready():
+                return
+            self._check_peer()
+            if deadline is not None and time.monotonic() >= deadline:
+                raise RingTimeoutError(f"ring {self.ring.name}: {self.role} timed out after {timeout} s")
+
+    def close(self) -> None:
+        """Mark this end closed and wake the peer (a waiting peer gets RingClosedError)."""
+        if self.closed:
+            return
+        self.closed = True
+        self.ctrl[self._CLOSED] = 1
+        fence()
+        self._peer_bell.ring()
+        self._bell.close()
+        self._peer_bell.close()
+
+    def __enter__(self) -> _End:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+class RingWriter(_End):
+    """The producing end. Methods: put_bytes / put_many / put (codec), and async a* versions."""
+
+    _PID, _START, _CLOSED, _SLEEP = W_PID, W_START, W_CLOSED, W_SLEEP
+    _PEER_PID, _PEER_START, _PEER_CLOSED, _PEER_SLEEP = R_PID, R_START, R_CLOSED, R_SLEEP
+    role, peer_role = "writer", "reader"
+
+    def __init__(self, ring: Ring) -> None:
+        super().__init__(ring, ring.writer_bell_path, ring.reader_bell_path)
+        self._tail = self.ctrl[TAIL]
+        self._head = self.ctrl[HEAD]
+
+    # -- space accounting ---------------------------------------------------------------------
+    def _fits(self, total: int) -> bool:
+        off = self._tail % self.cap
+        contiguous = self.cap - off
+        need = total if total <= contiguous else contiguous + total
+        if self.cap - (self._tail - self._head) >= need:
+            return True
+        self._head = self.ctrl[HEAD]
+        return self.cap - (self._tail - self._head) >= need
+
+    def _check_total(self, total: int) -> None:
+        if total > self.cap:
+            raise ValueError(f"record of {total} bytes does not fit ring {self.ring.name} ({self.cap} bytes)")
+        if self.closed:
+            raise RingClosedError(f"ring {self.ring.name}: writer already closed")
+
+    def _reserve(self, total: int) -> int:
+        """Data offset for a record of up to `total` bytes; caller checked `_fits(total)`."""
+        off = self._tail % self.cap
+        contiguous = self.cap - off
+        if total > contiguous:
+            _REC.pack_into(self.ring.data, off, contiguous - 8, KIND_SKIP)
+            self._tail += contiguous
+            off = 0
+        return off
+
+    def _commit(self, total: int) -> None:
+        self._tail += total
+        fence()
+        self.ctrl[TAIL] = self._tail
+        self._wake_peer()
+
+    # -- raw bytes ----------------------------------------------------------------------------
+    def _write_bytes(self, data: bytes | memoryview) -> None:
+        n = len(data)
+        total = record_size(n)
+        off = self._reserve(total)
+        start = self.ring.base + off
+        mm = self.ring.mm
+        mm[start : start + 8] = _REC.pack(n, KIND_DATA)
+        mm[start + 8 : start + 8 + n] = data
+        self._commit(total)
+
+    def put_bytes(self, data: bytes | memoryview, timeout: float | None = None) -> None:
+        """Append one record (bytes-like, C-contiguous). Blocks while the ring is full."""
+        total = record_size(len(data))
+        self._check_total(total)
+        if not self._fits(total):
+            self._wait(lambda: self._fits(total), timeout)
+        self._write_bytes(data)
+
+    async def aput_bytes(self, data: bytes | memoryview, timeout: float | None = None) -> None:
+        """Async `put_bytes`."""
+        total = record_size(len(data))
+        self._check_total(total)
+        if not self._fits(total):
+            await self._await(lambda: self._fits(total), timeout)
+        self._write_bytes(data)
+
+    def _put_some(self, items: Sequence[bytes], i: int) -> int:
+        """Write items[i:] that fit contiguously right now with one counter update; returns new i."""
+        off = self._tail % self.cap
+        avail = min(self.cap - off, self.cap - (self._tail - self._head))
+        if avail < self.cap - off:
+            self._head = self.ctrl[HEAD]
+            avail = min(self.cap - off, self.cap - (self._tail - self._head))
+        pieces = []
+        used = 0
+        pack, pads, kind = _REC.pack, _PADS, KIND_DATA
+        n_items = len(items)
+        while i < n_items:
+            item = items[i]
+            n = len(item)
+            total = (n + 15) & ~7
+            if used + total > avail:
+                break
+            pieces.append(pack(n, kind))
+            pieces.append(item)
+            pieces.append(pads[total - 8 - n])
+            used += total
+            i += 1
+        if used:
+            start = self.ring.base + off
+            self.ring.mm[start : start + used] = b"".join(pieces)
+            self._commit(used)
+        return i
+
+    def put_many(self, items: Sequence[bytes], timeout: float | None = None) -> None:
+        """Append many records with few counter updates (the fast path for small messages)."""
+        i = 0
+        while i < len(items):
+            j = self._put_some(items, i)
+            if j == i:  # nothing fits contiguously: wrap and/or wait through the single path
+                self.put_bytes(items[i], timeout)
+                j = i + 1
+            i = j
+
+    async def aput_many(self, items: Sequence[bytes], timeout: float | None = None) -> None:
+        """Async `put_many`."""
+        i = 0
+        while i < len(items):
+            j = self._put_some(items, i)
+            if j == i:
+                await self.aput_bytes(items[i], timeout)
+                j = i + 1
+            i = j
+
+    # -- codec messages -----------------------------------------------------------------------
+    def _write_plan(self, p: codec.EncodePlan) -> None:
+        bound = record_size(p.size_bound)
+        off = self._reserve(bound)
+        n = p.write_into(self.ring.mm, self.ring.base + off + 8)
+        _REC.pack_into(self.ring.data, off, n, KIND_DATA)
+        self._commit(record_size(n))
+
+    def put(self, fields: Mapping[str, Any], arrays: Mapping[str, np.ndarray] | None = None,
+            timeout: float | None = None) -> None:
+        """Append one message: msgpack `fields` + raw `arrays` (copied once into the ring)."""
+        p = codec.plan(fields, arrays)
+        bound = record_size(p.size_bound)
+        self._check_total(bound)
+        if not self._fits(bound):
+            self._wait(lambda: self._fits(bound), timeout)
+        self._write_plan(p)
+
+    async def aput(self, fields: Mapping[str, Any], arrays: Mapping[str, np.ndarray] | None = None,
+                   timeout: float | None = None) -> None:
+        """Async `put`: awaits (or raises RingTimeoutError after `timeout` s) while the ring is full."""
+        p = codec.plan(fields, arrays)
+        bound = record_size(p.size_bound)
+        self._check_total(bound)
+        if not self._fits(bound):
+            await self._await(lambda: self._fits(bound), timeout)
+        self._write_plan(p)
+
+    def free_bytes(self) -> int:
+        """Bytes free right now (a record also needs its header and maybe a wrap)."""
+        self._head = self.ctrl[HEAD]
+        return self.cap - (self._tail - self._head)
+
+
+class RingReader(_End):
+    """The consuming end. Methods: get_bytes / get_many / get (codec, zero-copy), async a* versions."""
+
+    _PID, _START, _CLOSED, _SLEEP = R_PID, R_START, R_CLOSED, R_SLEEP
+    _PEER_PID, _PEER_START, _PEER_CLOSED, _PEER_SLEEP = W_PID, W_START, W_CLOSED, W_SLEEP
+    role, peer_role = "reader", "writer"
+
+    def __init__(self, ring: Ring) -> None:
+        super().__init__(ring, ring.reader_bell_path, ring.writer_bell_path)
+        self._pos = self.ctrl[HEAD]  # read cursor: records before it were handed out
+        self._head = self._pos  # released prefix
+        self._pending: deque[list] = deque()  # [end position, released?] of records handed out
+
+    def ready(self) -> bool:
+        """True if at least one record is published and not yet handed out."""
+        return self.ctrl[TAIL] != self._pos
+
+    def _corrupt(self, why: str) -> CorruptRecordError:
+        return CorruptRecordError(f"ring {self.ring.name} at position {self._pos}: {why}")
+
+    def _next(self) -> tuple[int, int] | None:
+        """(data offset, body length) of the next record, skipping wrap markers; None if empty."""
+        cap = self.cap
+        tail = self.ctrl[TAIL]
+        while self._pos != tail:
+            off = self._pos % cap
+            n, kind = _REC.unpack_from(self.ring.data, off)
+            if kind == KIND_SKIP:
+                if n != cap - off - 8:
+                    raise self._corrupt(f"skip marker of {n} bytes at offset {off}")
+                self._pos += cap - off
+                continue
+            if kind != KIND_DATA or off + 8 + n > cap or record_size(n) > tail - self._pos:
+                raise self._corrupt(f"bad record header (length {n}, kind 0x{kind:08x})")
+            return off, n
+        return None
+
+    def _release(self, entry: list) -> None:
+        entry[1] = True
+        pending = self._pending
+        moved = False
+        while pending and pending[0][1]:
+            self._head = pending.popleft()[0]
+            moved = True
+        if moved:
+            self.ctrl[HEAD] = self._head
+            self._wake_peer()
+
+    def _advance_released(self, end: int) -> None:
+        """Hand out and immediately release everything up to `end`."""
+        self._pos = end
+        if self._pending:
+            self._pending.append([end, True])
+            self._release(self._pending[-1])
+        else:
+            self._head = end
+            self.ctrl[HEAD] = end
+            self._wake_peer()
+
+    # -- raw bytes ----------------------------------------------------------------------------
+    def _take_bytes(self) -> bytes | None:
+        rec = self._next()
+        if rec is None:
+            return None
+        off, n = rec
+        start = self.ring.base + off + 8
+        out = self.ring.mm[start : start + n]
+        self._advance_released(self._pos + record_size(n))
+        return out
+
+    def get_bytes(self, timeout: float | None = None) -> bytes:
+        """Next record's bytes (copied, slot released). Blocks while empty."""
+        out = self._take_bytes()
+        while out is None:
+            self._wait(self.ready, timeout)
+            out = self._take_bytes()
+        return out
+
+    async def aget_bytes(self, timeout: float | None = None) -> bytes:
+        """Async `get_bytes`."""
+        out = self._take_bytes()
+        while out is None:
+            await self._await(self.ready, timeout)
+            out = self._take_bytes()
+        return out
+
+    def _take_many(self, max_n: int) -> list[bytes]:
+        out: list[bytes] = []
+        cap, mm, base, data = self.cap, self.ring.mm, self.ring.base, self.ring.data
+        unpack = _REC.unpack_from
+        pos = self._pos
+        tail = self.ctrl[TAIL]
+        while pos != tail and len(out) < max_n:
+            off = pos % cap
+            n, kind = unpack(data, off)
+            total = (n + 15) & ~7
+            if kind == KIND_DATA and off + 8 + n <= cap and total <= tail - pos:
+                start = base + off + 8
+                out.append(mm[start : start + n])
+                pos += total
+            elif kind == KIND_SKIP and n == cap - off - 8:
+                pos += cap - off
+            else:
+                self._pos = pos
+                if out:
+                    break  # deliver what is good; the next call raises
+                raise self._corrupt(f"bad record header (length {n}, kind 0x{kind:08x})")
+        if pos != self._pos:
+            self._advance_released(pos)
+        return out
+
+    def get_many(self, max_n: int = 4096, timeout: float | None = None) -> list[bytes]:
+        """Up to `max_n` records (copied), with one counter update. Blocks for at least one;
+        returns [] if `timeout` expires first."""
+        out = self._take_many(max_n)
+        while not out:
+            try:
+                self._wait(self.ready, timeout)
+            except RingTimeoutError:
+                return []
+            out = self._take_many(max_n)
+        return out
+
+    async def aget_many(self, max_n: int = 4096, timeout: float | None = None) -> list[bytes]:
+        """Async `get_many`."""
+        out = self._take_many(max_n)
+        while not out:
+            try:
+                await self._await(self.ready, timeout)
+            except RingTimeoutError:
+                return []
+            out = self._take_many(max_n)
+        return out
+
+    # -- codec messages -----------------------------------------------------------------------
+    def _take_message(self, copy: bool) -> codec.Message | None:
+        rec = self._next()
+        if rec is None:
+            return None
+        off, n = rec
+        end = self._pos + record_size(n)
+        entry = [end, False]
+        self._pos = end
+        self._pending.append(entry)
+        try:
+            fields, arrays = codec.decode(self.ring.data[off + 8 : off + 8 + n])
+        except codec.CodecError:
+            self._release(entry)  # skip the bad record so the stream goes on
+            raise
+        msg = codec.Message(fields, arrays, lambda: self._release(entry))
+        if copy:
+            out = msg.copy()
+            msg.release()
+            return out
+        return msg
+
+    def get(self, timeout: float | None = None, copy: bool = False) -> codec.Message:
+        """Next message. Zero-copy by default: call `msg.release()` (or use `with`) when done.
+        `copy=True` returns an independent copy and releases the slot at once."""
+        msg = self._take_message(copy)
+        while msg is None:
+            self._wait(self.ready, timeout)
+            msg = self._take_message(copy)
+        return msg
+
+    async def aget(self, timeout: float | None = None, copy: bool = False) -> codec.Message:
+        """Async `get`."""
+        msg = self._take_message(copy)
+        while msg is None:
+            await self._await(self.ready, timeout)
+            msg = self._take_message(copy)
+        return msg
+
+    def close(self) -> None:
+        """Close the reading end (outstanding zero-copy messages must not be used afterwards)."""
+        with contextlib.suppress(ValueError):
+            super().close()
