@@ -199,11 +199,13 @@ class RunConfig:
     max_train_steps: int = 0  # 0 = train.training_steps
     log_interval_s: float = 5.0
     stop_eval_return: float = 0.0  # stop once a full evaluation reaches this mean return (0 = never)
+    num_threads: int = 0  # torch/BLAS threads of an inline run; 0 = auto (1 for vector tasks, all cores for Atari)
 
     def validate(self) -> None:
         _check(self.max_env_steps >= 1, "run.max_env_steps", self.max_env_steps, ">= 1")
         _check(self.max_train_steps >= 0, "run.max_train_steps", self.max_train_steps, ">= 0")
         _check(self.log_interval_s > 0, "run.log_interval_s", self.log_interval_s, "> 0")
+        _check(self.num_threads >= 0, "run.num_threads", self.num_threads, ">= 0 (0 = auto)")
 
 
 @dataclass

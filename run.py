@@ -1,0 +1,76 @@
+"""speedy entry point.
+
+    python run.py                         # single-box run of cluster.toml's preset
+    python run.py --preset cartpole --inline
+    python run.py --preset atari100k --set env.id=atari:Pong --set train.batch_size=128
+    python run.py --cleanup               # remove shared memory left by runs that were killed
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from dataclasses import asdict
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description="Train an EfficientZero agent (SpeedyZero-style system).")
+    parser.add_argument("--config", default=str(REPO / "cluster.toml"), help="run file (TOML), default cluster.toml")
+    parser.add_argument("--preset", help="named preset (speedy/presets/*.toml), overrides the run file's preset")
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE",
+                        help="override one setting, e.g. --set train.batch_size=64 (repeatable)")
+    parser.add_argument("--inline", action="store_true", help="run every role in this one process")
+    parser.add_argument("--run-dir", help="directory for metrics and checkpoints (default runs/<game>-<time>)")
+    parser.add_argument("--max-env-steps", type=int, help="stop self-play after this many agent steps")
+    parser.add_argument("--max-train-steps", type=int, help="stop after this many training steps")
+    parser.add_argument("--seed", type=int, help="random seed")
+    parser.add_argument("--cleanup", action="store_true", help="remove stale shared memory segments and exit")
+    parser.add_argument("--print-config", action="store_true", help="print the resolved config as JSON and exit")
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    from speedy.config import ConfigError, build_config
+
+    if args.cleanup:
+        from speedy.shm.segment import cleanup_stale
+
+        removed = cleanup_stale()
+        print(f"removed {len(removed)} stale shared-memory segment(s)" + "".join(f"\n  {r}" for r in removed))
+        return 0
+    overrides = list(args.overrides)
+    for flag, key in (("max_env_steps", "run.max_env_steps"), ("max_train_steps", "run.max_train_steps"),
+                      ("seed", "run.seed")):
+        if getattr(args, flag) is not None:
+            overrides.append(f"{key}={getattr(args, flag)}")
+    try:
+        config = build_config(args.preset, args.config if Path(args.config).exists() else None, overrides)
+    except ConfigError as err:
+        print(f"config error: {err}", file=sys.stderr)
+        return 2
+    if args.print_config:
+        print(json.dumps(asdict(config), indent=2))
+        return 0
+    from speedy.components import make_run_dir
+
+    run_dir = make_run_dir(config, args.run_dir)
+    print(f"speedy: {config.env.id}, run dir {run_dir}", flush=True)
+    if args.inline:
+        from speedy.inline import run_inline
+
+        summary = run_inline(config, run_dir)
+    else:
+        from speedy.roles.launch import run_single_box
+
+        summary = run_single_box(config, run_dir)
+    print(json.dumps(asdict(summary), indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,117 @@
+"""Building blocks derived from a `Config` and the task's `EnvSpec`, shared by inline mode and the roles."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import time
+from pathlib import Path
+
+import torch
+
+from speedy.config import Config
+from speedy.envs import env_spec
+from speedy.envs.types import EnvSpec
+from speedy.mcts import SearchConfig
+from speedy.model import EfficientZeroNet, NetworkSpec
+from speedy.obs import stacked_shape
+from speedy.reanalyze import ReanalyzeSettings
+from speedy.replay import BlockLayout
+
+ATARI_FRAME_SKIP = 4
+
+
+def task_spec(config: Config) -> EnvSpec:
+    return env_spec(config.env.id, frame_size=config.env.frame_size)
+
+
+def resolve_device(name: str) -> torch.device:
+    """'auto' → the first CUDA device if there is one, else the CPU."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(name)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError(f"train.device = {name!r} but torch sees no CUDA device; use 'auto' or 'cpu'")
+    return device
+
+
+def agent_discount(config: Config, spec: EnvSpec) -> float:
+    """Discount per agent step: train.discount is per raw frame, and an Atari agent step is 4 frames."""
+    return config.train.discount ** (ATARI_FRAME_SKIP if spec.kind == "atari" else 1)
+
+
+def network_spec(config: Config, spec: EnvSpec) -> NetworkSpec:
+    m = config.model
+    return NetworkSpec(
+        observation_shape=stacked_shape(spec.frame_shape, spec.frame_stack),
+        num_actions=spec.num_actions,
+        support_size=m.support_size,
+        channels=m.channels,
+        reduced_channels=m.reduced_channels,
+        lstm_hidden=m.lstm_hidden,
+        head_hidden=tuple(m.head_hidden),
+        proj_hidden=m.proj_hidden,
+        proj_out=m.proj_out,
+        pred_hidden=m.pred_hidden,
+        mlp_latent=m.mlp_latent,
+        mlp_hidden=tuple(m.mlp_hidden),
+    )
+
+
+def build_model(config: Config, spec: EnvSpec, device: torch.device) -> EfficientZeroNet:
+    return EfficientZeroNet(network_spec(config, spec)).to(device)
+
+
+def search_config(config: Config, spec: EnvSpec, num_simulations: int | None = None) -> SearchConfig:
+    m = config.mcts
+    return SearchConfig(
+        num_simulations=num_simulations or m.num_simulations,
+        discount=agent_discount(config, spec),
+        pb_c_base=m.pb_c_base,
+        pb_c_init=m.pb_c_init,
+        value_delta_max=m.value_delta_max,
+        lstm_horizon=m.lstm_horizon,
+        dirichlet_alpha=m.dirichlet_alpha,
+        exploration_fraction=m.exploration_fraction,
+    )
+
+
+def block_layout(config: Config, spec: EnvSpec) -> BlockLayout:
+    return BlockLayout(
+        block_length=config.replay.block_length,
+        unroll_steps=config.train.unroll_steps,
+        td_steps=config.train.td_steps,
+        frame_stack=spec.frame_stack,
+        num_actions=spec.num_actions,
+    )
+
+
+def frame_store_capacity(config: Config, layout: BlockLayout, num_envs: int, num_actors: int = 1) -> int:
+    """Frames one actor's store keeps: its share of replay plus every open episode block and lookahead, × 1.5."""
+    per_actor = config.replay.capacity // max(1, num_actors)
+    in_flight = num_envs * (layout.frames_per_block + layout.block_length + 1024)
+    return int(1.5 * (per_actor + in_flight))
+
+
+def reanalyze_settings(config: Config, spec: EnvSpec) -> ReanalyzeSettings:
+    return ReanalyzeSettings(
+        discount=agent_discount(config, spec),
+        lstm_horizon=config.mcts.lstm_horizon,
+        reanalyze_ratio=config.train.reanalyze_ratio,
+        offpolicy_correction_ratio=config.train.offpolicy_correction_ratio,
+        training_steps=config.total_train_steps,
+        dirichlet_alpha=config.mcts.dirichlet_alpha,
+        exploration_fraction=config.mcts.exploration_fraction,
+    )
+
+
+def make_run_dir(config: Config, explicit: str | Path | None = None) -> Path:
+    """A fresh directory runs/<game>-<time>-s<seed> (or `explicit`), with the resolved config written to it."""
+    if explicit is not None:
+        run_dir = Path(explicit)
+    else:
+        name = config.env.id.split(":", 1)[1].replace("/", "_")
+        run_dir = Path(config.run.run_dir) / f"{name}-{time.strftime('%Y%m%d-%H%M%S')}-s{config.run.seed}"
+    run_dir.mkdir(parents=True, exist_ok=True)
+    (run_dir / "config.json").write_text(json.dumps(dataclasses.asdict(config), indent=2))
+    return run_dir

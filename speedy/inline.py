@@ -1,0 +1,195 @@
+"""Inline mode: actor, replay, reanalyzer, trainer and evaluator logic in one process, for debugging and tests.
+
+The loop interleaves self-play and training under the data/update bound (`train.env_steps_per_train_step`):
+self-play runs while env steps < start + ratio · train steps, training otherwise. Weights flow as in the
+distributed system: self-play copies every `actor.weight_update_interval` steps, reanalysis every
+`reanalyze.weight_update_interval`, the target model every `train.target_update_interval`.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import os
+import time
+import uuid
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from speedy.checkpoint import save_checkpoint
+from speedy.components import (
+    block_layout,
+    build_model,
+    frame_store_capacity,
+    reanalyze_settings,
+    resolve_device,
+    search_config,
+    task_spec,
+)
+from speedy.config import Config
+from speedy.envs import make_vector_env
+from speedy.evaluate import EvalResult, evaluate
+from speedy.learner import Learner
+from speedy.mcts import dirichlet_noise, sample_actions, visit_distribution
+from speedy.metrics import MetricsWriter
+from speedy.reanalyze import ReplayRows, make_training_batch
+from speedy.replay import ReplayBuffer
+from speedy.replay.frames import FrameSource
+from speedy.search import ModelSearch
+from speedy.selfplay import SelfPlay
+from speedy.shm.frames import FrameStore
+from speedy.targets import beta_schedule, visit_temperature
+from speedy.threads import limit_threads
+
+
+@dataclass
+class RunSummary:
+    env_steps: int
+    train_steps: int
+    minutes: float
+    best_eval_return: float | None
+    last_eval_return: float | None
+    reached_target_env_steps: int | None  # env steps when run.stop_eval_return was first reached
+    reached_target_minutes: float | None
+    run_dir: str
+
+
+def _sync(dst: torch.nn.Module, src: torch.nn.Module) -> None:
+    dst.load_state_dict(src.state_dict())
+
+
+def run_inline(config: Config, run_dir: Path, log: bool = True) -> RunSummary:
+    rng = np.random.default_rng(config.run.seed)
+    torch.manual_seed(config.run.seed)
+    spec = task_spec(config)
+    # Small networks run fastest on one thread; extra threads only spin against the env and the tree.
+    limit_threads(config.run.num_threads or (1 if spec.kind == "gym" else max(1, os.cpu_count() or 1)))
+    device = resolve_device(config.train.device)
+    layout = block_layout(config, spec)
+    model = build_model(config, spec, device)
+    target_model, actor_model, reanalyze_model = (copy.deepcopy(model).eval() for _ in range(3))
+    learner = Learner(model, config, spec.frame_stack, device)
+    total_train = config.total_train_steps
+    run_id = f"inline{uuid.uuid4().hex[:8]}"
+    frames = FrameStore.create(run_id, "frames0", spec.frame_shape, spec.frame_dtype,
+                               frame_store_capacity(config, layout, config.actor.num_envs))
+    source = FrameSource([frames])
+    replay = ReplayBuffer(layout, config.replay.capacity, config.replay.alpha, config.replay.priority_eps)
+    env_kwargs = dict(sticky_action_prob=config.env.sticky_action_prob, frame_size=config.env.frame_size,
+                      max_frames_train=config.env.max_frames_train, max_frames_eval=config.env.max_frames_eval)
+    train_env = make_vector_env(config.env.id, config.actor.num_envs, seed=config.run.seed, mode="train",
+                                **env_kwargs)
+    eval_env = make_vector_env(config.env.id, min(config.eval.episodes, 8), seed=config.run.seed + 10_000,
+                               mode="eval", **env_kwargs)
+    selfplay = SelfPlay(train_env, frames, 0, layout, config.run.seed)
+    actor_search = ModelSearch(actor_model, search_config(config, spec), device)
+    reanalyze_search = ModelSearch(reanalyze_model, search_config(config, spec), device)
+    eval_search = ModelSearch(actor_model, search_config(config, spec, config.eval.num_simulations), device)
+    settings = reanalyze_settings(config, spec)
+    metrics = {name: MetricsWriter(run_dir, name) for name in ("selfplay", "train", "eval")}
+
+    start = time.time()
+    env_steps = train_steps = 0
+    last_log = start
+    evals: list[EvalResult] = []
+    reached: tuple[int, float] | None = None
+    recent_returns: list[float] = []
+    ratio = config.train.env_steps_per_train_step
+    start_steps = config.replay.start_env_steps
+
+    def run_eval() -> EvalResult:
+        nonlocal reached
+        _sync(actor_model, model)
+        result = evaluate(eval_env, eval_search, config.eval.episodes, seed=config.run.seed + 777 + train_steps)
+        evals.append(result)
+        metrics["eval"].write(train_steps, {"env_steps": env_steps, **asdict(result)})
+        target = config.run.stop_eval_return
+        if target and reached is None and result.mean_return >= target:
+            reached = (env_steps, (time.time() - start) / 60)
+        if log:
+            hns = f" hns {result.human_normalized:.3f}" if result.human_normalized is not None else ""
+            print(f"[eval] train {train_steps} env {env_steps}: return {result.mean_return:.1f} "
+                  f"± {result.std_return:.1f} over {result.episodes}{hns}", flush=True)
+        return result
+
+    try:
+        while True:
+            replay_ready = replay.num_positions >= min(start_steps, config.run.max_env_steps // 2)
+            can_train = replay_ready and train_steps < total_train
+            can_act = env_steps < config.run.max_env_steps and (
+                not can_train or ratio == 0 or env_steps < start_steps + ratio * train_steps)
+            if not can_act and not can_train:
+                break
+            if can_act:
+                progress = train_steps / total_train
+                temperature = visit_temperature(progress, config.actor.temperature_schedule,
+                                                config.actor.temperature_milestones)
+                noise = dirichlet_noise(rng, train_env.num_envs, spec.num_actions, config.mcts.dirichlet_alpha)
+                out = actor_search.run(selfplay.observation(), noise, seed=int(rng.integers(2**31)))
+                actions = sample_actions(out.visit_counts, temperature, rng)
+                blocks, stats = selfplay.step(actions, visit_distribution(out.visit_counts, 1.0), env_steps)
+                for block in blocks:
+                    replay.add(block)
+                env_steps += stats.env_steps
+                recent_returns = (recent_returns + stats.episode_returns)[-20:]
+                for ret, length in zip(stats.episode_returns, stats.episode_lengths, strict=True):
+                    metrics["selfplay"].write(env_steps, {"episode_return": ret, "episode_length": length,
+                                                          "temperature": temperature})
+            else:
+                beta = beta_schedule(train_steps / total_train, config.replay.beta_start, config.replay.beta_end)
+                sample = replay.sample(config.train.batch_size, beta, rng)
+                batch = make_training_batch(
+                    sample, ReplayRows.gather(replay, sample.slot), layout, source, target_model,
+                    reanalyze_search if config.train.reanalyze_ratio > 0 else None, settings, env_steps, rng, device)
+                stats_t = learner.train_step(batch)
+                replay.update_priorities(sample.index, sample.generation, stats_t.priorities)
+                train_steps += 1
+                if train_steps % config.actor.weight_update_interval == 0:
+                    _sync(actor_model, model)
+                if train_steps % config.reanalyze.weight_update_interval == 0:
+                    _sync(reanalyze_model, model)
+                if train_steps % config.train.target_update_interval == 0:
+                    _sync(target_model, model)
+                if train_steps % 50 == 0:
+                    metrics["train"].write(train_steps, {k: v for k, v in asdict(stats_t).items()
+                                                         if k != "priorities"} | {"env_steps": env_steps})
+                if train_steps % config.eval.interval == 0:
+                    result = run_eval()
+                    if config.run.stop_eval_return and result.mean_return >= config.run.stop_eval_return:
+                        break
+            now = time.time()
+            if log and now - last_log >= config.run.log_interval_s:
+                last_log = now
+                elapsed = now - start
+                mean_ret = f"{np.mean(recent_returns):.1f}" if recent_returns else "-"
+                last_eval = f"{evals[-1].mean_return:.1f}" if evals else "-"
+                print(f"[{elapsed:6.0f}s] env {env_steps} ({env_steps / elapsed:.0f}/s) train {train_steps} "
+                      f"({train_steps / elapsed:.1f}/s) selfplay return {mean_ret} eval {last_eval} "
+                      f"replay {replay.num_positions}", flush=True)
+        if not evals or evals[-1].mean_return < (config.run.stop_eval_return or float("inf")):
+            run_eval()
+        save_checkpoint(run_dir / "checkpoint.pt", {
+            "model": model.state_dict(), "target_model": target_model.state_dict(),
+            "optimizer": learner.optimizer.state_dict(), "train_steps": train_steps, "env_steps": env_steps,
+            "config": asdict(config)})
+    finally:
+        for writer in metrics.values():
+            writer.close()
+        train_env.close()
+        eval_env.close()
+        frames.close()
+    summary = RunSummary(
+        env_steps=env_steps,
+        train_steps=train_steps,
+        minutes=(time.time() - start) / 60,
+        best_eval_return=max((e.mean_return for e in evals), default=None),
+        last_eval_return=evals[-1].mean_return if evals else None,
+        reached_target_env_steps=reached[0] if reached else None,
+        reached_target_minutes=reached[1] if reached else None,
+        run_dir=str(run_dir),
+    )
+    (run_dir / "summary.json").write_text(json.dumps(asdict(summary), indent=2))
+    return summary

@@ -1,0 +1,127 @@
+"""MCTS driven by the network: the glue between `speedy.mcts` (tree work on the CPU) and the model (any device).
+
+Latents and LSTM states stay on the model's device in per-slot tensors (S+1, B, ...); the engine only says which
+slot and action each leaf expands from. Per simulation one `recurrent_inference` of B leaves runs.
+
+`SearchJob` splits one search into steps so that a caller can keep two or more searches in flight (tree work for one
+while the device runs another's inference); `ModelSearch.run` is the plain synchronous loop over a job.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from speedy.mcts import ExpansionBatch, RootBatch, SearchConfig, Searcher
+from speedy.model import EfficientZeroNet
+
+
+@dataclass
+class SearchOutput:
+    visit_counts: np.ndarray  # (B, A) int32 root child visits
+    root_value: np.ndarray  # (B,) float32 search value of the root
+    network_value: np.ndarray  # (B,) float32 value predicted by initial inference
+
+
+def as_tensor(obs: np.ndarray, device: torch.device) -> torch.Tensor:
+    """Observation stack (B, ...) uint8/float → tensor on `device` (uint8 stays uint8: 4× less to transfer)."""
+    return torch.from_numpy(np.ascontiguousarray(obs)).to(device, non_blocking=True)
+
+
+class SearchJob:
+    """One batched search in flight. Call `advance()` until it returns True, then read `output`."""
+
+    def __init__(self, search: ModelSearch, obs: np.ndarray, noise: np.ndarray | None, seed: int) -> None:
+        self.search = search
+        model, device = search.model, search.device
+        root = model.initial_inference(as_tensor(obs, device))
+        batch = obs.shape[0]
+        sims = search.config.num_simulations
+        self.latents = torch.empty((sims + 1, batch, *model.latent_shape), device=device)
+        self.hidden = torch.empty((sims + 1, 1, batch, model.spec.lstm_hidden), device=device)
+        self.cell = torch.empty_like(self.hidden)
+        self.latents[0] = root.latent
+        self.hidden[0], self.cell[0] = root.lstm_state
+        self.rows = torch.arange(batch, device=device)
+        self.network_value = root.value.float().cpu().numpy()
+        self.searcher = search.searcher(batch)
+        self.searcher.begin(
+            RootBatch(
+                value_prefix=root.value_prefix.float().cpu().numpy(),
+                policy_logits=root.policy_logits.float().cpu().numpy(),
+                noise=noise,
+            ),
+            seed,
+        )
+        self.output: SearchOutput | None = None
+
+    @torch.no_grad()
+    def advance(self) -> bool:
+        """Run one simulation (select → inference → backup). Returns True once the search is complete."""
+        if self.searcher.done:
+            self._finish()
+            return True
+        leaf = self.searcher.select()
+        device = self.search.device
+        parent = torch.from_numpy(leaf.parent_slot.astype(np.int64)).to(device)
+        action = torch.from_numpy(leaf.action.astype(np.int64)).to(device)
+        state = (self.hidden[parent, 0, self.rows].unsqueeze(0), self.cell[parent, 0, self.rows].unsqueeze(0))
+        out = self.search.model.recurrent_inference(self.latents[parent, self.rows], state, action)
+        keep = torch.from_numpy(~leaf.reset_hidden).to(device).view(1, -1, 1).float()
+        self.latents[leaf.slot] = out.latent
+        self.hidden[leaf.slot] = out.lstm_state[0] * keep
+        self.cell[leaf.slot] = out.lstm_state[1] * keep
+        self.searcher.expand_and_backup(
+            ExpansionBatch(
+                value=out.value.float().cpu().numpy(),
+                value_prefix=out.value_prefix.float().cpu().numpy(),
+                policy_logits=out.policy_logits.float().cpu().numpy(),
+            )
+        )
+        if self.searcher.done:
+            self._finish()
+            return True
+        return False
+
+    def _finish(self) -> None:
+        if self.output is None:
+            result = self.searcher.result()
+            self.output = SearchOutput(
+                visit_counts=result.visit_counts.copy(),
+                root_value=result.root_value.copy(),
+                network_value=self.network_value,
+            )
+            self.search.release(self.searcher)
+
+
+class ModelSearch:
+    """Batched MCTS with a network. Keeps a pool of engine `Searcher`s per batch size (no per-search allocation)."""
+
+    def __init__(self, model: EfficientZeroNet, config: SearchConfig, device: torch.device) -> None:
+        self.model = model
+        self.config = config
+        self.device = device
+        self._idle: dict[int, list[Searcher]] = {}
+
+    def searcher(self, batch: int) -> Searcher:
+        pool = self._idle.setdefault(batch, [])
+        return pool.pop() if pool else Searcher(batch, self.model.spec.num_actions, self.config)
+
+    def release(self, searcher: Searcher) -> None:
+        self._idle.setdefault(searcher.batch_size, []).append(searcher)
+
+    @torch.no_grad()
+    def start(self, obs: np.ndarray, noise: np.ndarray | None, seed: int) -> SearchJob:
+        """Initial inference and tree set-up for obs (B, *obs_shape); step the job with `advance`."""
+        return SearchJob(self, obs, noise, seed)
+
+    @torch.no_grad()
+    def run(self, obs: np.ndarray, noise: np.ndarray | None, seed: int) -> SearchOutput:
+        """Full search for obs (B, *obs_shape) with optional root noise (B, A)."""
+        job = self.start(obs, noise, seed)
+        while not job.advance():
+            pass
+        assert job.output is not None
+        return job.output
