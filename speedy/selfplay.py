@@ -55,13 +55,13 @@ class SelfPlay:
         self.store_index = store_index
         self.layout = layout
         spec = env.spec
-        self.stacker = FrameStacker(env.num_envs, spec.frame_stack, spec.frame_shape, spec.frame_dtype)
+        self.stacker = FrameStacker(env.num_envs, layout.frame_stack, spec.frame_shape, spec.frame_dtype)
         self.episodes = [EpisodeBuffer() for _ in range(env.num_envs)]
         first = env.reset(seed)
         refs = self._store(first.frames)
         self.stacker.reset(first.frames)
         for episode, ref in zip(self.episodes, refs, strict=True):
-            episode.start(int(ref), spec.frame_stack)
+            episode.start(int(ref), layout.frame_stack)
         self.env_steps = 0
 
     def _store(self, frames: np.ndarray) -> np.ndarray:

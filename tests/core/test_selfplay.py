@@ -1,0 +1,48 @@
+import numpy as np
+
+from speedy.envs import make_vector_env
+from speedy.replay import BlockLayout
+from speedy.replay.frames import FrameSource
+from speedy.selfplay import SelfPlay
+from speedy.shm.frames import FrameStore
+
+
+def test_blocks_reference_the_frames_the_env_produced(tmp_path):
+    """Frames are stored once; a block's refs rebuild the exact observation sequence, with lookahead."""
+    env = make_vector_env("gym:CartPole-v1", 2, seed=3, mode="train")
+    store = FrameStore.create("testselfplay", "frames0", env.spec.frame_shape, env.spec.frame_dtype, 4096)
+    try:
+        layout = BlockLayout(block_length=5, unroll_steps=2, td_steps=3, frame_stack=2, num_actions=2)
+        sp = SelfPlay(env, store, 0, layout, seed=3)
+        seen = [[sp.stacker.frames[i, -1].copy()] for i in range(2)]
+        blocks = []
+        rng = np.random.default_rng(0)
+        for step in range(120):
+            actions = rng.integers(0, 2, size=2)
+            policies = np.tile([0.25, 0.75], (2, 1)).astype(np.float32)
+            new_blocks, stats = sp.step(actions, policies, global_env_steps=2 * step)
+            blocks += new_blocks
+            for i in range(2):
+                seen[i].append(sp.stacker.frames[i, -1].copy())
+        assert sp.env_steps == 240 and len(blocks) > 10
+        source = FrameSource([store])
+        for block in blocks:
+            frames = source.get(block.frame_ids)
+            assert frames.shape == (layout.frame_stack - 1 + block.length + layout.lookahead, 4)
+            assert 1 <= block.valid_steps <= block.length + layout.lookahead
+            # CartPole reward is 1 for every real transition and 0 in the padding past the end
+            np.testing.assert_array_equal(block.rewards[: block.valid_steps], 1.0)
+            np.testing.assert_array_equal(block.rewards[block.valid_steps :], 0.0)
+            real_policies = block.policies[: min(block.valid_steps, block.length + layout.unroll_steps)]
+            np.testing.assert_allclose(real_policies, np.tile([0.25, 0.75], (len(real_policies), 1)))
+            # consecutive real observations are distinct CartPole states (no duplicated or skipped frame)
+            real = frames[layout.frame_stack - 1 : layout.frame_stack - 1 + min(block.valid_steps, block.length)]
+            assert len({row.tobytes() for row in real}) == len(real)
+        # every emitted observation is one the env produced, in order, for one of the envs
+        produced = {f.tobytes() for env_frames in seen for f in env_frames}
+        for block in blocks:
+            for frame in source.get(block.frame_ids):
+                assert frame.tobytes() in produced
+    finally:
+        env.close()
+        store.close()
