@@ -281,14 +281,12 @@ class RingWriter(_End):
         self._head = self.ctrl[HEAD]
 
     # -- space accounting ---------------------------------------------------------------------
-    def _fits(self, total: int) -> bool:
-        off = self._tail % self.cap
-        contiguous = self.cap - off
-        need = total if total <= contiguous else contiguous + total
-        if self.cap - (self._tail - self._head) >= need:
+    def _free(self, nbytes: int) -> bool:
+        """True if at least `nbytes` are free (refreshes the cached head only when needed)."""
+        if self.cap - (self._tail - self._head) >= nbytes:
             return True
         self._head = self.ctrl[HEAD]
-        return self.cap - (self._tail - self._head) >= need
+        return self.cap - (self._tail - self._head) >= nbytes
 
     def _check_total(self, total: int) -> None:
         if total > self.cap:
@@ -296,15 +294,38 @@ class RingWriter(_End):
         if self.closed:
             raise RingClosedError(f"ring {self.ring.name}: writer already closed")
 
+    def _needs_wrap(self, total: int) -> int:
+        """Bytes to skip before a `total`-byte record (0 if it fits before the end of the data)."""
+        contiguous = self.cap - self._tail % self.cap
+        return contiguous if total > contiguous else 0
+
+    def _write_skip(self, nbytes: int) -> None:
+        """Publish a wrap marker over the last `nbytes` of the data area (the reader frees it)."""
+        _REC.pack_into(self.ring.data, self._tail % self.cap, nbytes - 8, KIND_SKIP)
+        self._commit(nbytes)
+
+    def _make_room(self, total: int, timeout: float | None) -> None:
+        """Wrap if needed, then wait until `total` contiguous bytes are free at the tail."""
+        skip = self._needs_wrap(total)
+        if skip:
+            if not self._free(skip):
+                self._wait(lambda: self._free(skip), timeout)
+            self._write_skip(skip)
+        if not self._free(total):
+            self._wait(lambda: self._free(total), timeout)
+
+    async def _amake_room(self, total: int, timeout: float | None) -> None:
+        skip = self._needs_wrap(total)
+        if skip:
+            if not self._free(skip):
+                await self._await(lambda: self._free(skip), timeout)
+            self._write_skip(skip)
+        if not self._free(total):
+            await self._await(lambda: self._free(total), timeout)
+
     def _reserve(self, total: int) -> int:
-        """Data offset for a record of up to `total` bytes; caller checked `_fits(total)`."""
-        off = self._tail % self.cap
-        contiguous = self.cap - off
-        if total > contiguous:
-            _REC.pack_into(self.ring.data, off, contiguous - 8, KIND_SKIP)
-            self._tail += contiguous
-            off = 0
-        return off
+        """Data offset for the next record; `_make_room(total)` was called."""
+        return self._tail % self.cap
 
     def _commit(self, total: int) -> None:
         self._tail += total
@@ -327,16 +348,14 @@ class RingWriter(_End):
         """Append one record (bytes-like, C-contiguous). Blocks while the ring is full."""
         total = record_size(len(data))
         self._check_total(total)
-        if not self._fits(total):
-            self._wait(lambda: self._fits(total), timeout)
+        self._make_room(total, timeout)
         self._write_bytes(data)
 
     async def aput_bytes(self, data: bytes | memoryview, timeout: float | None = None) -> None:
         """Async `put_bytes`."""
         total = record_size(len(data))
         self._check_total(total)
-        if not self._fits(total):
-            await self._await(lambda: self._fits(total), timeout)
+        await self._amake_room(total, timeout)
         self._write_bytes(data)
 
     def _put_some(self, items: Sequence[bytes], i: int) -> int:
@@ -401,8 +420,7 @@ class RingWriter(_End):
         p = codec.plan(fields, arrays)
         bound = record_size(p.size_bound)
         self._check_total(bound)
-        if not self._fits(bound):
-            self._wait(lambda: self._fits(bound), timeout)
+        self._make_room(bound, timeout)
         self._write_plan(p)
 
     async def aput(self, fields: Mapping[str, Any], arrays: Mapping[str, np.ndarray] | None = None,
@@ -411,8 +429,7 @@ class RingWriter(_End):
         p = codec.plan(fields, arrays)
         bound = record_size(p.size_bound)
         self._check_total(bound)
-        if not self._fits(bound):
-            await self._await(lambda: self._fits(bound), timeout)
+        await self._amake_room(bound, timeout)
         self._write_plan(p)
 
     def free_bytes(self) -> int:
@@ -452,6 +469,8 @@ class RingReader(_End):
                 if n != cap - off - 8:
                     raise self._corrupt(f"skip marker of {n} bytes at offset {off}")
                 self._pos += cap - off
+                if not self._pending:
+                    self._advance_released(self._pos)
                 continue
             if kind != KIND_DATA or off + 8 + n > cap or record_size(n) > tail - self._pos:
                 raise self._corrupt(f"bad record header (length {n}, kind 0x{kind:08x})")

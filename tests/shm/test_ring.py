@@ -33,7 +33,7 @@ def test_counters_and_wrap_with_skip_marker(ring):
     assert ring.ctrl[TAIL] == 224
     assert r.get_bytes() == b"a" * 100
     assert ring.ctrl[HEAD] == 112
-    w.put_bytes(b"c" * 40)  # 48 bytes do not fit in [224, 256): skip 32, write at 0
+    w.put_bytes(b"c" * 40)  # 48 bytes do not fit in [224, 256): skip 32 (published), write at 0
     n, kind = struct.unpack_from("<II", ring.data, 224)
     assert (n, kind) == (24, KIND_SKIP)
     assert ring.ctrl[TAIL] == 256 + 48
