@@ -4,8 +4,9 @@ Measures (producer and consumer are separate spawned processes, each pinned to i
 when the machine has two or more):
   * msgs/s for 64-byte messages: raw batch API (put_many/get_many), codec API (put/get one by one)
     and multiprocessing.Queue;
-  * GB/s for 28,224-byte (4x84x84 uint8 frame stack) and 1 MiB payloads through the codec API
-    (producer copies the array in once, consumer copies it out of its zero-copy view), next to
+  * GB/s for 28,224-byte (4x84x84 uint8 frame stack) and 1 MiB payloads through the codec API:
+    codec_* = producer copies the array in, consumer copies it out of its view (two copies);
+    codec_zerocopy_* = consumer uses the zero-copy view and releases it (one copy); next to
     multiprocessing.Queue and a plain single-process np.copyto of the same bytes;
   * CPU % of an idle consumer blocked in get() (and in an asyncio aget()).
 
@@ -48,14 +49,14 @@ def _raw_consumer(run_id: str, name: str, n: int, results: mp.Queue) -> None:
     results.put((time.perf_counter(), got, nbytes))
 
 
-def _codec_consumer(run_id: str, name: str, n: int, results: mp.Queue) -> None:
+def _codec_consumer(run_id: str, name: str, n: int, copy_out: bool, results: mp.Queue) -> None:
     _pin(1)
     r = Ring.attach(run_id, name).reader()
     out = None
     for _ in range(n):
         msg = r.get()
         arr = msg.arrays.get("x")
-        if arr is not None:
+        if arr is not None and copy_out:
             if out is None:
                 out = np.empty_like(arr)
             np.copyto(out, arr)  # consumer really reads the bytes
@@ -118,7 +119,7 @@ def bench_raw_small(n: int) -> float:
     return n // 1024 * 1024 / dt
 
 
-def bench_codec(n: int, nbytes: int) -> float:
+def bench_codec(n: int, nbytes: int, copy_out: bool = True) -> float:
     ring = Ring.create(RUN_ID, f"codec{nbytes}", max(1 << 22, 8 * nbytes + (1 << 16)))
     w = ring.writer()
     payload = np.random.randint(0, 255, nbytes, dtype=np.uint8)
@@ -131,7 +132,7 @@ def bench_codec(n: int, nbytes: int) -> float:
             for i in range(n):
                 w.put({"i": i}, {"x": payload})
 
-    dt = _run_pair(_codec_consumer, (RUN_ID, f"codec{nbytes}", n), produce)
+    dt = _run_pair(_codec_consumer, (RUN_ID, f"codec{nbytes}", n, copy_out), produce)
     ring.close()
     return n / dt
 
@@ -205,6 +206,9 @@ def main() -> None:
             res[f"queue_{label}_GBps"] = bench_queue(max(n // 4, 100), nbytes) * nbytes / 1e9
             res[f"copyto_{label}_GBps"] = bench_copyto(nbytes, ring_bytes)
             res[f"codec_{label}_vs_copyto"] = res[f"codec_{label}_GBps"] / res[f"copyto_{label}_GBps"]
+            res[f"codec_zerocopy_{label}_GBps"] = bench_codec(n, nbytes, copy_out=False) * nbytes / 1e9
+            res[f"codec_zerocopy_{label}_vs_copyto"] = (res[f"codec_zerocopy_{label}_GBps"]
+                                                         / res[f"copyto_{label}_GBps"])
         res["idle_consumer_cpu_pct"] = bench_idle(False, 3.0 * max(scale, 0.5))
         res["idle_async_consumer_cpu_pct"] = bench_idle(True, 3.0 * max(scale, 0.5))
     finally:

@@ -43,7 +43,7 @@ def create_mux(run_id: str, name: str, n_producers: int, capacity: int) -> list[
     bell = f"{segment_path(run_id, name)}.bell"
     Doorbell.create(bell).close()
     rings = [Ring.create(run_id, f"{name}.{i}", capacity, reader_bell=bell) for i in range(n_producers)]
-    rings[0].mux_segment = seg  # keep the marker segment alive as long as the rings
+    rings[0].mux_segment = seg  # close it (with the rings) to remove the mux and its doorbell
     return rings
 
 

@@ -41,13 +41,14 @@ import struct
 import time
 from collections import deque
 from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from speedy.shm import codec
 from speedy.shm.doorbell import Doorbell, fence
-from speedy.shm.segment import HEADER_BYTES, Segment, pid_alive, process_start_time
+from speedy.shm.segment import HEADER_BYTES, Segment, forget_owned, pid_alive, process_start_time
 
 CTRL_BYTES = 512
 TAIL, HEAD = 0, 8
@@ -150,7 +151,16 @@ class Ring:
         return self.ctrl[TAIL] - self.ctrl[HEAD]
 
     def close(self) -> None:
-        """Unmap (the creator also unlinks the segment; its doorbells go at process exit)."""
+        """Unmap; the creator also unlinks the segment and its own doorbells (a shared mux
+        doorbell goes with its mux)."""
+        if self.seg.owner:
+            own = [self.writer_bell_path]
+            if self.reader_bell_path == f"{self.seg.path}.bell-r":
+                own.append(self.reader_bell_path)
+            for path in own:
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(path)
+                forget_owned(Path(path))
         for v in (self.ctrl, self.ctrl_f, self.data):
             v.release()
         self.u8 = None

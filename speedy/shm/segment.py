@@ -262,6 +262,11 @@ class Segment:
         until they are garbage collected."""
         if self.owner:
             self.unlink()
+            bell = Path(f"{self.path}.bell")  # a mux's shared doorbell
+            if str(bell) in _created:
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(bell)
+                forget_owned(bell)
         self.buf.release()
         with contextlib.suppress(BufferError):
             self._mm.close()

@@ -18,8 +18,8 @@ def run_id():
     """A fresh run id; after the test no /dev/shm/speedy_<run_id>_* file may remain."""
     rid = f"t{os.getpid()}-{next(_counter)}"
     yield rid
-    unlink_owned()
     left = list(list_segments(rid))
+    unlink_owned()
     assert not left, f"segments left behind: {left}"
 
 
