@@ -153,7 +153,7 @@ def run_inline(config: Config, run_dir: Path, log: bool = True) -> RunSummary:
                     _sync(reanalyze_model, model)
                 if train_steps % config.train.target_update_interval == 0:
                     _sync(target_model, model)
-                if train_steps % 50 == 0:
+                if train_steps % 10 == 0 or train_steps in (1, total_train):
                     metrics["train"].write(train_steps, {k: v for k, v in asdict(stats_t).items()
                                                          if k != "priorities"} | {"env_steps": env_steps})
                 if train_steps % config.eval.interval == 0:
