@@ -68,6 +68,7 @@ class AtariVecEnv:
     train=True: episodic life (life loss → terminated) and sign-clipped `rewards`.
     train=False: raw rewards, terminated only at game over.
     max_frames: raw-frame cap per game (12_000 train / 108_000 eval in the protocol).
+    seed: stored as `self.seed` for the caller's `reset(self.seed)`; nothing is random before reset.
     After each step `lives` (N,) int32 and `episode_frame_numbers` (N,) int32 (raw frames since the
     game's reset, no-ops included) describe the current game of each env.
     """
@@ -81,6 +82,7 @@ class AtariVecEnv:
         max_frames: int,
         sticky_action_prob: float = 0.0,
         num_threads: int = 1,
+        seed: int = 0,
     ) -> None:
         from ale_py.vector_env import AtariVectorEnv
 
@@ -94,6 +96,7 @@ class AtariVecEnv:
             raise ValueError(f"num_threads must be >= 1, got {num_threads}")
         self.spec = spec
         self.num_envs = num_envs
+        self.seed = seed  # suggested argument for reset(); construction itself is unseeded
         self.train = train
         self.max_frames = max_frames
         _, height, width = spec.frame_shape

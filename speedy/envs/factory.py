@@ -45,8 +45,9 @@ def make_vector_env(
     mode "train": Atari with episodic life and sign-clipped rewards, cap `max_frames_train` raw frames;
     mode "eval": raw scores, no episodic life, cap `max_frames_eval` raw frames. For gym tasks the caps
     count agent steps and `sticky_action_prob` / `num_threads` / `frame_size` are ignored.
-    The env is reset once with `seed` here (so it is ready to step); `reset(seed)` returns the first
-    frames and, with the same seed, reproduces the same starts.
+    The env is not reset here (an Atari reset with a seed reloads every ROM, ~0.1 s per env): call
+    `env.reset(seed)` to get the first frames; `seed` is kept as `env.seed` for that purpose. The same
+    seed reproduces the same no-op starts and (with sticky actions) the same action repeats.
     """
     if mode not in ("train", "eval"):
         raise ValueError(f"mode must be 'train' or 'eval', got {mode!r}")
@@ -61,8 +62,8 @@ def make_vector_env(
             max_frames=max_frames,
             sticky_action_prob=sticky_action_prob,
             num_threads=num_threads,
+            seed=seed,
         )
     else:
-        env = GymVecEnv(spec, num_envs, max_frames=max_frames)
-    env.reset(seed)
+        env = GymVecEnv(spec, num_envs, max_frames=max_frames, seed=seed)
     return env

@@ -68,13 +68,14 @@ def gym_spec(env_id: str, frame_stack: int = 1) -> EnvSpec:
 class GymVecEnv:
     """N gymnasium envs stepped in a loop with same-step autoreset; implements `VectorEnv`."""
 
-    def __init__(self, spec: EnvSpec, num_envs: int, *, max_frames: int) -> None:
+    def __init__(self, spec: EnvSpec, num_envs: int, *, max_frames: int, seed: int = 0) -> None:
         if num_envs < 1:
             raise ValueError(f"num_envs must be >= 1, got {num_envs}")
         if max_frames < 1:
             raise ValueError(f"max_frames must be >= 1, got {max_frames}")
         self.spec = spec
         self.num_envs = num_envs
+        self.seed = seed  # suggested argument for reset()
         self.max_frames = max_frames
         name = spec.env_id.split(":", 1)[1]
         self._envs = [_make(name) for _ in range(num_envs)]

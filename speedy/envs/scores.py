@@ -57,8 +57,7 @@ def reference_scores(game: str) -> ReferenceScores:
     rom = atari_rom_name(name)
     if rom is None or rom not in ATARI_100K_SCORES:
         raise ValueError(
-            f"no human/random reference score for game {game!r}; "
-            f"known (Atari 100k) games: {sorted(ATARI_100K_SCORES)}"
+            f"no human/random reference score for game {game!r}; known (Atari 100k) games: {sorted(ATARI_100K_SCORES)}"
         )
     return ATARI_100K_SCORES[rom]
 

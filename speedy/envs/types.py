@@ -130,9 +130,7 @@ def check_actions(actions: np.ndarray, num_envs: int, num_actions: int) -> np.nd
     if not np.issubdtype(actions.dtype, np.integer):
         raise ValueError(f"actions must be integers, got dtype {actions.dtype}")
     if num_envs and (actions.min() < 0 or actions.max() >= num_actions):
-        raise ValueError(
-            f"actions must lie in [0, {num_actions}), got min {actions.min()} max {actions.max()}"
-        )
+        raise ValueError(f"actions must lie in [0, {num_actions}), got min {actions.min()} max {actions.max()}")
     return np.ascontiguousarray(actions, dtype=np.int32)
 
 
