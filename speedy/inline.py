@@ -35,7 +35,7 @@ from speedy.evaluate import EvalResult, evaluate
 from speedy.learner import Learner
 from speedy.mcts import dirichlet_noise, sample_actions, visit_distribution
 from speedy.metrics import MetricsWriter
-from speedy.reanalyze import ReplayRows, make_training_batch
+from speedy.reanalyze import compute_targets, sample_windows
 from speedy.replay import ReplayBuffer
 from speedy.replay.frames import FrameSource
 from speedy.search import ModelSearch
@@ -141,10 +141,10 @@ def run_inline(config: Config, run_dir: Path, log: bool = True) -> RunSummary:
             else:
                 beta = beta_schedule(train_steps / total_train, config.replay.beta_start, config.replay.beta_end)
                 sample = replay.sample(config.train.batch_size, beta, rng)
-                batch = make_training_batch(
-                    sample, ReplayRows.gather(replay, sample.slot), layout, source, target_model,
-                    reanalyze_search if config.train.reanalyze_ratio > 0 else None, settings, env_steps, rng, device)
-                stats_t = learner.train_step(batch)
+                targets = compute_targets(
+                    sample_windows(replay, sample, env_steps), layout, source, target_model,
+                    reanalyze_search if config.train.reanalyze_ratio > 0 else None, settings, rng, device)
+                stats_t = learner.train_step(targets.training_batch(source))
                 replay.update_priorities(sample.index, sample.generation, stats_t.priorities)
                 train_steps += 1
                 if train_steps % config.actor.weight_update_interval == 0:

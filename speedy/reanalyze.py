@@ -1,8 +1,12 @@
-"""Reanalysis: turn sampled replay positions into a `TrainingBatch` (EfficientZero's batch worker, pure).
+"""Reanalysis: sampled replay positions → training targets (EfficientZero's batch worker, pure).
 
-For B sampled positions t and k = 0 … K: frames for the training unroll; value targets bootstrapped with the
-target model (n shortened for old data); value-prefix targets; policy targets re-searched with recent weights for
-the first ⌈ratio·B⌉ samples (the sample order is random) and taken from self-play for the rest.
+Three steps, each usable on its own so the distributed roles can split them without copying frames:
+1. `sample_windows` (replay side): for B sampled positions t, the slices of their blocks the targets need — frame
+   refs t−s+1 … t+K+n, actions, rewards, self-play policies, steps left in the episode, age. ≈ 100 bytes/position.
+2. `compute_targets` (reanalyzer): value targets bootstrapped with the target model (n shortened for old data),
+   value-prefix targets, policy targets re-searched with recent weights for the first ⌈ratio·B⌉ samples (the sample
+   order is random) and taken from self-play for the rest; frames are read by ref from the frame stores.
+3. `BatchTargets.training_batch` (trainer): gathers the unroll frames by ref into a `TrainingBatch`.
 """
 
 from __future__ import annotations
@@ -35,26 +39,43 @@ class ReanalyzeSettings:
 
 
 @dataclass
-class ReplayRows:
-    """The replay arrays of the sampled blocks, gathered once (B rows). Named so a reanalyzer in another process
-    can receive the same fields from the replay role."""
+class SampleWindows:
+    """What a reanalyzer needs about B sampled positions (s = frame stack, K = unroll, n = max TD steps)."""
 
-    frame_ids: np.ndarray  # (B, frames_per_block) int64 refs
-    actions: np.ndarray  # (B, L + K)
-    rewards: np.ndarray  # (B, L + K + n)
-    policies: np.ndarray  # (B, L + K, A)
-    valid_steps: np.ndarray  # (B,)
-    collected_at: np.ndarray  # (B,)
+    index: np.ndarray  # (B,) int64 replay position index (for priority updates)
+    generation: np.ndarray  # (B,) int64 block generation when sampled
+    weights: np.ndarray  # (B,) float32 importance-sampling weights
+    frame_refs: np.ndarray  # (B, s + K + n) int64 refs of observations t−s+1 … t+K+n
+    actions: np.ndarray  # (B, K) int64 actions t … t+K−1
+    rewards: np.ndarray  # (B, K + n) float32 rewards t … t+K+n−1
+    policies: np.ndarray  # (B, K + 1, A) float32 self-play visit distributions t … t+K
+    valid_steps: np.ndarray  # (B,) int64 real transitions from t on
+    age: np.ndarray  # (B,) int64 env steps since the block was collected
 
-    @staticmethod
-    def gather(replay: ReplayBuffer, slots: np.ndarray) -> ReplayRows:
-        return ReplayRows(
-            frame_ids=replay.frame_ids[slots],
-            actions=replay.actions[slots],
-            rewards=replay.rewards[slots],
-            policies=replay.policies[slots],
-            valid_steps=replay.valid_steps[slots],
-            collected_at=replay.collected_at[slots],
+
+@dataclass
+class BatchTargets:
+    """A reanalysed batch without pixels: the trainer reads the unroll frames by ref."""
+
+    index: np.ndarray  # (B,) int64
+    generation: np.ndarray  # (B,) int64
+    weights: np.ndarray  # (B,) float32
+    frame_refs: np.ndarray  # (B, s + K) int64 refs of observations t−s+1 … t+K
+    actions: np.ndarray  # (B, K) int64
+    target_value_prefix: np.ndarray  # (B, K) float32
+    target_value: np.ndarray  # (B, K + 1) float32
+    target_policy: np.ndarray  # (B, K + 1, A) float32
+    mask: np.ndarray  # (B, K + 1) float32
+
+    def training_batch(self, frames: FrameSource) -> TrainingBatch:
+        return TrainingBatch(
+            frames=torch.from_numpy(frames.get(self.frame_refs)),
+            actions=torch.from_numpy(np.ascontiguousarray(self.actions, dtype=np.int64)),
+            target_value_prefix=torch.from_numpy(np.ascontiguousarray(self.target_value_prefix)),
+            target_value=torch.from_numpy(np.ascontiguousarray(self.target_value)),
+            target_policy=torch.from_numpy(np.ascontiguousarray(self.target_policy)),
+            mask=torch.from_numpy(np.ascontiguousarray(self.mask)),
+            weights=torch.from_numpy(np.ascontiguousarray(self.weights)),
         )
 
 
@@ -62,6 +83,24 @@ def _window(rows: np.ndarray, start: np.ndarray, width: int) -> np.ndarray:
     """rows (B, W, ...) → (B, width, ...) slices rows[b, start_b : start_b + width]."""
     index = start[:, None] + np.arange(width)[None, :]
     return np.take_along_axis(rows, index.reshape(*index.shape, *([1] * (rows.ndim - 2))), axis=1)
+
+
+def sample_windows(replay: ReplayBuffer, sample: SampledPositions, env_steps_now: int) -> SampleWindows:
+    """Gather the windows of sampled positions from the replay arrays (replay side)."""
+    layout = replay.layout
+    K, n, s = layout.unroll_steps, layout.td_steps, layout.frame_stack
+    slot, t = sample.slot, sample.position.astype(np.int64)
+    return SampleWindows(
+        index=sample.index,
+        generation=sample.generation,
+        weights=sample.weights,
+        frame_refs=_window(replay.frame_ids[slot], t, s + K + n),
+        actions=_window(replay.actions[slot], t, K),
+        rewards=_window(replay.rewards[slot], t, K + n),
+        policies=_window(replay.policies[slot], t, K + 1),
+        valid_steps=replay.valid_steps[slot] - t,
+        age=env_steps_now - replay.collected_at[slot],
+    )
 
 
 @torch.no_grad()
@@ -74,55 +113,62 @@ def predicted_values(model: EfficientZeroNet, frames: np.ndarray, device: torch.
     return np.concatenate(values) if values else np.zeros(0, dtype=np.float32)
 
 
-def make_training_batch(
-    sample: SampledPositions,
-    rows: ReplayRows,
+def bootstrap_refs(frame_refs: np.ndarray, td_steps: np.ndarray, num_targets: int, frame_stack: int) -> np.ndarray:
+    """Refs of the observation stacks at t+k+n_b for k < num_targets: (B, num_targets, s) from refs t−s+1 … ."""
+    start = np.arange(num_targets)[None, :] + td_steps[:, None]  # stack at t+k+n starts at window index k+n
+    index = start[..., None] + np.arange(frame_stack)[None, None, :]
+    return np.take_along_axis(frame_refs[:, None, :], index, axis=2)
+
+
+def n_step_value_targets(
+    windows: SampleWindows, layout: BlockLayout, frames: FrameSource, target_model: EfficientZeroNet,
+    settings: ReanalyzeSettings, device: torch.device, num_targets: int,
+) -> np.ndarray:
+    """Value targets z (B, num_targets) for t … t+num_targets−1, bootstrapped with `target_model` (eval mode)."""
+    B, s = windows.frame_refs.shape[0], layout.frame_stack
+    td = corrected_td_steps(windows.age, layout.td_steps, settings.offpolicy_correction_ratio,
+                            settings.training_steps)
+    refs = bootstrap_refs(windows.frame_refs, td, num_targets, s)
+    target_model.eval()
+    boot = predicted_values(target_model, frames.get(refs.reshape(B * num_targets, s)), device,
+                            settings.inference_chunk).reshape(B, num_targets)
+    rewards = windows.rewards[:, : num_targets - 1 + layout.td_steps]
+    return value_targets(rewards, boot, td, windows.valid_steps, settings.discount)
+
+
+def compute_targets(
+    windows: SampleWindows,
     layout: BlockLayout,
     frames: FrameSource,
     target_model: EfficientZeroNet,
     search: ModelSearch | None,
     settings: ReanalyzeSettings,
-    env_steps_now: int,
     rng: np.random.Generator,
     device: torch.device,
-) -> TrainingBatch:
-    """Assemble one training batch (CPU tensors). `search` (recent weights) may be None when ratio is 0."""
-    B = sample.position.shape[0]
-    K, n_max, s = layout.unroll_steps, layout.td_steps, layout.frame_stack
-    t = sample.position.astype(np.int64)
-    valid_from_t = rows.valid_steps - t
-    frame_refs = _window(rows.frame_ids, t, s + K + n_max)  # obs t−s+1 … t+K+n_max
-    train_frames = frames.get(frame_refs[:, : s + K])  # (B, s+K, *frame)
-
-    td = corrected_td_steps(env_steps_now - rows.collected_at, n_max, settings.offpolicy_correction_ratio,
-                            settings.training_steps)
-    boot_start = np.arange(K + 1)[None, :] + td[:, None]  # (B, K+1) obs index t+k+n relative to t
-    boot_refs = np.take_along_axis(frame_refs[:, None, :].repeat(K + 1, 1),
-                                   boot_start[..., None] + np.arange(s)[None, None, :], axis=2)  # (B, K+1, s)
-    target_model.eval()
-    boot_values = predicted_values(target_model, frames.get(boot_refs.reshape(B * (K + 1), s)), device,
-                                   settings.inference_chunk).reshape(B, K + 1)
-    rewards = _window(rows.rewards, t, K + n_max)
-    z = value_targets(rewards, boot_values, td, valid_from_t, settings.discount)
-    prefix = value_prefix_targets(rewards[:, :K], settings.lstm_horizon)
-    mask = position_mask(valid_from_t, K + 1)
-
-    policy = _window(rows.policies, t, K + 1).copy()
+) -> BatchTargets:
+    """Reanalyse one batch. `search` (recent weights) may be None when the reanalyze ratio is 0."""
+    B = windows.frame_refs.shape[0]
+    K, s = layout.unroll_steps, layout.frame_stack
+    z = n_step_value_targets(windows, layout, frames, target_model, settings, device, K + 1)
+    prefix = value_prefix_targets(windows.rewards[:, :K], settings.lstm_horizon)
+    mask = position_mask(windows.valid_steps, K + 1)
+    policy = np.array(windows.policies, dtype=np.float32)
     num_re = int(np.ceil(settings.reanalyze_ratio * B)) if search is not None else 0
     if num_re > 0:
-        stacks = np.stack([frame_refs[:num_re, k : k + s] for k in range(K + 1)], axis=1)  # (R, K+1, s)
+        stacks = np.stack([windows.frame_refs[:num_re, k : k + s] for k in range(K + 1)], axis=1)  # (R, K+1, s)
         obs = merge_stack(frames.get(stacks.reshape(num_re * (K + 1), s)))
         noise = dirichlet_noise(rng, num_re * (K + 1), layout.num_actions, settings.dirichlet_alpha)
         out = search.run(obs, noise, seed=int(rng.integers(2**31)))
         policy[:num_re] = visit_distribution(out.visit_counts, 1.0).reshape(num_re, K + 1, -1)
     policy *= mask[..., None]
-
-    return TrainingBatch(
-        frames=torch.from_numpy(train_frames),
-        actions=torch.from_numpy(_window(rows.actions, t, K)),
-        target_value_prefix=torch.from_numpy(prefix),
-        target_value=torch.from_numpy(z),
-        target_policy=torch.from_numpy(policy.astype(np.float32)),
-        mask=torch.from_numpy(mask),
-        weights=torch.from_numpy(sample.weights),
+    return BatchTargets(
+        index=windows.index,
+        generation=windows.generation,
+        weights=windows.weights,
+        frame_refs=windows.frame_refs[:, : s + K],
+        actions=windows.actions,
+        target_value_prefix=prefix,
+        target_value=z,
+        target_policy=policy,
+        mask=mask,
     )
