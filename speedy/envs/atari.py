@@ -10,10 +10,13 @@ What we do here: sign-clipping of rewards (the C++ clip would hide raw scores), 
 next training episode starts from the frame after the loss; the C++ `episodic_life` flag instead
 resets the whole game and is NOT used), game-over detection, score and length bookkeeping.
 
-Known deviation: ALE draws 0..noop_max-1 no-ops after a reset (baselines' NoopResetEnv draws
-1..noop_max), so starts vary over 30 offsets that are one frame earlier than EfficientZero's.
-The frame cap counts raw emulator frames since the real reset (as TimeLimit under EpisodicLifeEnv
-does in the reference wrappers), not since the last life loss.
+Known deviations from EfficientZero's baselines-style wrappers (both judged harmless):
+- ALE draws 0..noop_max-1 no-op frames after a reset (baselines' NoopResetEnv: 1..noop_max), so the
+  30 start offsets are one raw frame earlier.
+- After a life loss the next training episode starts at the frame of the life-loss step; baselines'
+  EpisodicLifeEnv first plays one extra NOOP step (4 frames) that no trajectory records.
+The frame cap counts raw emulator frames since the real reset, not since the last life loss, as
+EfficientZero's TimeLimit (inside EpisodicLifeEnv) does: 12_000 frames = 3_000 agent steps per game.
 """
 
 from __future__ import annotations
