@@ -163,7 +163,7 @@ class AtariVecEnv:
         self.episode_frame_numbers = frame_numbers
         return VecStep(
             frames=self._frames(obs),
-            rewards=clip_reward(raw) if self.train else raw,
+            rewards=clip_reward(raw) if self.train else raw.copy(),
             raw_rewards=raw,
             terminated=terminated.astype(bool),
             truncated=truncated.astype(bool),
