@@ -9,13 +9,22 @@ while the device runs another's inference); `ModelSearch.run` is the plain synch
 
 from __future__ import annotations
 
+import asyncio
+from concurrent.futures import Executor
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 
-from speedy.mcts import ExpansionBatch, RootBatch, SearchConfig, Searcher
+from speedy.mcts import ExpansionBatch, LeafBatch, RootBatch, SearchConfig, Searcher
 from speedy.model import EfficientZeroNet
+
+
+@dataclass
+class SearchRequest:
+    obs: np.ndarray  # (B, *obs_shape) observation stacks
+    noise: np.ndarray | None  # (B, A) Dirichlet noise or None
+    seed: int
 
 
 @dataclass
@@ -57,13 +66,18 @@ class SearchJob:
         )
         self.output: SearchOutput | None = None
 
+    @property
+    def done(self) -> bool:
+        return self.output is not None
+
+    def select(self) -> LeafBatch:
+        """Tree work: pick one leaf per root (CPU)."""
+        return self.searcher.select()
+
     @torch.no_grad()
-    def advance(self) -> bool:
-        """Run one simulation (select → inference → backup). Returns True once the search is complete."""
-        if self.searcher.done:
-            self._finish()
-            return True
-        leaf = self.searcher.select()
+    def infer(self, leaf: LeafBatch) -> ExpansionBatch:
+        """Device work: recurrent inference of the leaves; stores their latents and LSTM states in `leaf.slot`.
+        Releases the GIL inside torch, so it can run in a worker thread while another job does tree work."""
         device = self.search.device
         parent = torch.from_numpy(leaf.parent_slot.astype(np.int64)).to(device)
         action = torch.from_numpy(leaf.action.astype(np.int64)).to(device)
@@ -73,17 +87,26 @@ class SearchJob:
         self.latents[leaf.slot] = out.latent
         self.hidden[leaf.slot] = out.lstm_state[0] * keep
         self.cell[leaf.slot] = out.lstm_state[1] * keep
-        self.searcher.expand_and_backup(
-            ExpansionBatch(
-                value=out.value.float().cpu().numpy(),
-                value_prefix=out.value_prefix.float().cpu().numpy(),
-                policy_logits=out.policy_logits.float().cpu().numpy(),
-            )
+        return ExpansionBatch(
+            value=out.value.float().cpu().numpy(),
+            value_prefix=out.value_prefix.float().cpu().numpy(),
+            policy_logits=out.policy_logits.float().cpu().numpy(),
         )
+
+    def expand(self, out: ExpansionBatch) -> bool:
+        """Tree work: expand and back up; returns True once the search is complete (then read `output`)."""
+        self.searcher.expand_and_backup(out)
+        if self.searcher.done:
+            self._finish()
+        return self.done
+
+    def advance(self) -> bool:
+        """One whole simulation (select → inference → backup). Returns True once the search is complete."""
         if self.searcher.done:
             self._finish()
             return True
-        return False
+        leaf = self.select()
+        return self.expand(self.infer(leaf))
 
     def _finish(self) -> None:
         if self.output is None:
@@ -116,6 +139,21 @@ class ModelSearch:
     def start(self, obs: np.ndarray, noise: np.ndarray | None, seed: int) -> SearchJob:
         """Initial inference and tree set-up for obs (B, *obs_shape); step the job with `advance`."""
         return SearchJob(self, obs, noise, seed)
+
+    async def run_pipelined(self, requests: list[SearchRequest], executor: Executor) -> list[SearchOutput]:
+        """Run several searches with their device work in `executor` (one worker thread): while one job's
+        inference runs there, the event loop thread does the others' tree work, so neither side idles."""
+        loop = asyncio.get_running_loop()
+
+        async def drive(request: SearchRequest) -> SearchOutput:
+            job = await loop.run_in_executor(executor, self.start, request.obs, request.noise, request.seed)
+            while not job.done:
+                leaf = job.select()
+                job.expand(await loop.run_in_executor(executor, job.infer, leaf))
+            assert job.output is not None
+            return job.output
+
+        return list(await asyncio.gather(*(drive(r) for r in requests)))
 
     @torch.no_grad()
     def run(self, obs: np.ndarray, noise: np.ndarray | None, seed: int) -> SearchOutput:
