@@ -110,38 +110,110 @@ class EncodePlan:
         return total
 
 
-def plan(fields: Mapping[str, Any], arrays: Mapping[str, np.ndarray] | None = None) -> EncodePlan:
-    """Prepare `fields` (str keys, msgpack-able values) and `arrays` (str -> ndarray) for writing."""
-    table = []
-    contiguous = []
-    offsets = []
-    pos = 0
-    end = 0
-    for name, arr in (arrays or {}).items():
+@dataclass(frozen=True)
+class _EncTable:
+    """Cached encoding of one array signature (names, dtypes, shapes): the msgpack of the table and
+    each payload's offset (bytes, relative to the payload base)."""
+
+    packed: bytes
+    offsets: tuple[int, ...]
+    payload_bytes: int
+
+
+_ENC_CACHE: dict[tuple, _EncTable] = {}
+_DEC_CACHE: dict[bytes, tuple] = {}  # packed table -> (entries, payload span in bytes)
+_DEC_LENS: list[int] = []  # lengths of the packed tables in _DEC_CACHE (few distinct)
+_CACHE_MAX = 512
+_HEAD_F = b"\x82\xa1f"  # msgpack: map of 2, key "f"
+_KEY_A = b"\xa1a"  # msgpack: key "a"
+_EMPTY_TABLE = _EncTable(msgpack.packb([]), (), 0)
+_packb = msgpack.Packer(use_bin_type=True).pack
+
+
+def _enc_table(key: tuple, arrays: list[np.ndarray]) -> _EncTable:
+    """Build (and cache) the table of an array signature `key` = ((name, dtype, shape), ...)."""
+    table, offsets = [], []
+    pos = end = 0
+    for (name, dtype, shape), arr in zip(key, arrays, strict=True):
         if not isinstance(name, str):
             raise CodecError(f"array names must be str, got {name!r}")
-        if isinstance(arr, np.generic):
-            arr = np.asarray(arr)
-        if not isinstance(arr, np.ndarray):
-            raise CodecError(f"array {name!r} is a {type(arr).__name__}, not a numpy ndarray")
-        if arr.dtype.kind not in _ALLOWED_KINDS:
-            raise CodecError(f"array {name!r} has unsupported dtype {arr.dtype} (numeric/bool only)")
-        if not arr.flags.c_contiguous:
-            arr = arr.copy(order="C")
-        table.append([name, arr.dtype.str, list(arr.shape), pos, arr.nbytes])
-        contiguous.append(arr)
+        if dtype.kind not in _ALLOWED_KINDS:
+            raise CodecError(f"array {name!r} has unsupported dtype {dtype} (numeric/bool only)")
+        table.append([name, dtype.str, list(shape), pos, arr.nbytes])
         offsets.append(pos)
         end = pos + arr.nbytes
         pos = align_up(end)
+    enc = _EncTable(msgpack.packb(table, use_bin_type=True), tuple(offsets), end)
+    if len(_ENC_CACHE) >= _CACHE_MAX:
+        _ENC_CACHE.clear()
+    _ENC_CACHE[key] = enc
+    return enc
+
+
+def _contiguous(name: Any, arr: Any) -> np.ndarray:
+    if isinstance(arr, np.ndarray):
+        return arr if arr.flags.c_contiguous else arr.copy(order="C")
+    if isinstance(arr, np.generic):
+        return np.asarray(arr)
+    raise CodecError(f"array {name!r} is a {type(arr).__name__}, not a numpy ndarray")
+
+
+def _header(fields: Mapping[str, Any], packed_table: bytes) -> bytes:
+    """msgpack of {"f": fields, "a": table}, with the table bytes already packed (cached)."""
     for key in fields:
-        if not isinstance(key, str):
+        if type(key) is not str and not isinstance(key, str):
             raise CodecError(f"field names must be str, got {key!r}")
     try:
-        header = msgpack.packb({"f": dict(fields), "a": table}, use_bin_type=True)
+        packed_fields = _packb(fields if type(fields) is dict else dict(fields))
     except (TypeError, ValueError, OverflowError) as e:
         raise CodecError(f"fields are not msgpack-serializable: {e}") from e
-    bound = _PREFIX.size + len(header) + ALIGN + end
-    return EncodePlan(header, contiguous, offsets, end, bound)
+    return b"".join((_HEAD_F, packed_fields, _KEY_A, packed_table))
+
+
+def prepare(fields: Mapping[str, Any],
+            arrays: Mapping[str, np.ndarray] | None) -> tuple[bytes, list[np.ndarray], tuple[int, ...], int]:
+    """Hot-path core of `plan`: (header bytes, C-contiguous arrays, payload offsets, payload bytes).
+
+    The array table (names, dtypes, shapes, offsets) is msgpack-encoded once per distinct
+    signature and cached, so a stream of same-layout messages only packs its `fields`.
+    """
+    if not arrays:
+        return _header(fields, _EMPTY_TABLE.packed), [], (), 0
+    contiguous, key = [], []
+    for name, arr in arrays.items():
+        if type(arr) is not np.ndarray or not arr.flags.c_contiguous:
+            arr = _contiguous(name, arr)
+        contiguous.append(arr)
+        key.append((name, arr.dtype, arr.shape))
+    tkey = tuple(key)
+    enc = _ENC_CACHE.get(tkey) or _enc_table(tkey, contiguous)
+    return _header(fields, enc.packed), contiguous, enc.offsets, enc.payload_bytes
+
+
+def plan(fields: Mapping[str, Any], arrays: Mapping[str, np.ndarray] | None = None) -> EncodePlan:
+    """Prepare `fields` (str keys, msgpack-able values) and `arrays` (str -> ndarray) for writing."""
+    header, contiguous, offsets, payload = prepare(fields, arrays)
+    bound = _PREFIX.size + len(header) + ALIGN + payload
+    return EncodePlan(header, contiguous, list(offsets), payload, bound)
+
+
+def write_prepared(dst: Any, start: int, header: bytes, arrays: list[np.ndarray], offsets: tuple[int, ...],
+                   payload: int) -> int:
+    """Write a `prepare`d message into the mmap `dst` at byte `start` (an mmap offset, so also the
+    absolute address mod 64). Each payload is copied once (one memcpy per array, straight from
+    the array's buffer). Returns the message's bytes; the caller made room for the bound
+    `16 + len(header) + 63 + payload`."""
+    hlen = len(header)
+    base = align_up(start + _PREFIX.size + hlen) - start
+    total = base + payload
+    dst[start : start + base] = b"".join((_PREFIX.pack(MAGIC, hlen, base, total), header,
+                                          _ZEROS[: base - _PREFIX.size - hlen]))
+    at = start + base
+    for arr, off in zip(arrays, offsets, strict=True):
+        nb = arr.nbytes
+        if nb:
+            dst[at + off : at + off + nb] = arr  # buffer protocol: one memcpy, no temporaries
+    return total
 
 
 def encode(fields: Mapping[str, Any], arrays: Mapping[str, np.ndarray] | None = None) -> bytes:
@@ -159,30 +231,93 @@ def decode(buf: memoryview | bytes | np.ndarray) -> tuple[dict[str, Any], dict[s
     Arrays are read-only views into `buf`. Raises CodecError on any malformed input.
     """
     mv = memoryview(buf).cast("B") if not isinstance(buf, np.ndarray) else memoryview(buf.reshape(-1))
-    n = mv.nbytes
+    return decode_at(mv, 0, mv.nbytes)
+
+
+def decode_at(mv: memoryview, start: int, n: int) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+    """Decode the message in bytes [start, start + n) of the byte memoryview `mv` (no slicing).
+
+    Arrays are views into `mv`; they are read-only (pass `mv.toreadonly()` to skip the flag
+    update). Array tables already seen are looked up in a cache instead of being re-validated.
+    """
     if n < _PREFIX.size:
         raise CodecError(f"truncated message: {n} bytes, the prefix alone is {_PREFIX.size}")
-    magic, hlen, base, total = _PREFIX.unpack_from(mv, 0)
+    magic, hlen, base, total = _PREFIX.unpack_from(mv, start)
     if magic != MAGIC:
         raise CodecError(f"bad message magic 0x{magic:08x} (expected 0x{MAGIC:08x})")
     if total > n:
         raise CodecError(f"truncated message: says {total} bytes, buffer has {n}")
     if not (_PREFIX.size + hlen <= base <= total):
         raise CodecError(f"inconsistent message layout: header {hlen} B, payload base {base}, total {total}")
+    hb = bytes(mv[start + _PREFIX.size : start + _PREFIX.size + hlen])
+    fast = _decode_cached(hb)
+    if fast is None:
+        fields, entries, span = _decode_slow(hb, base, total)
+    else:
+        fields, entries, span = fast
+        if base + span > total:
+            raise CodecError(f"payload of {span} bytes at base {base} runs beyond message end {total}")
+    arrays = {}
+    at = start + base
+    writable = not mv.readonly
+    for name, dtype, shape, off in entries:
+        arr = np.ndarray(shape, dtype, mv, at + off)
+        if writable:
+            arr.flags.writeable = False
+        arrays[name] = arr
+    return fields, arrays
+
+
+def _decode_cached(hb: bytes) -> tuple | None:
+    """(fields, entries, span) if `hb` = {"f": fields, "a": <a cached table>} in canonical order.
+
+    msgpack objects are self-delimiting, so if hb[3:k] is exactly one object and hb[k:] is the key
+    "a" followed by a table that parsed completely before, this is the only parse of `hb`."""
+    if not hb.startswith(_HEAD_F):
+        return None
+    for length in _DEC_LENS:
+        cached = _DEC_CACHE.get(hb[-length:])
+        if cached is None or hb[-length - 2 : -length] != _KEY_A:
+            continue
+        try:
+            fields = msgpack.unpackb(hb[3 : -length - 2], raw=False, strict_map_key=True)
+        except (ValueError, TypeError, msgpack.UnpackException):
+            continue
+        if isinstance(fields, dict):
+            return fields, cached[0], cached[1]
+    return None
+
+
+def _decode_slow(hb: bytes, base: int, total: int) -> tuple[dict, list, int]:
     try:
-        head = msgpack.unpackb(mv[_PREFIX.size : _PREFIX.size + hlen], raw=False, strict_map_key=True)
+        head = msgpack.unpackb(hb, raw=False, strict_map_key=True)
     except (ValueError, TypeError, msgpack.UnpackException) as e:
         raise CodecError(f"message header is not valid msgpack: {e}") from e
     if not isinstance(head, dict) or not isinstance(head.get("f"), dict) or not isinstance(head.get("a"), list):
         raise CodecError("message header lacks the 'f' (fields) dict or 'a' (arrays) list")
-    arrays = {}
-    for entry in head["a"]:
-        name, arr = _decode_array(mv, base, total, entry)
-        arrays[name] = arr
-    return head["f"], arrays
+    entries = [_decode_array(base, total, entry) for entry in head["a"]]
+    span = max((off + dtype.itemsize * _count(shape) for _, dtype, shape, off in entries), default=0)
+    if len(head) == 2 and hb.startswith(_HEAD_F):
+        packed = msgpack.packb(head["a"], use_bin_type=True)
+        if hb.endswith(_KEY_A + packed) and len(set(e[0] for e in entries)) == len(entries):
+            if len(_DEC_CACHE) >= _CACHE_MAX:
+                _DEC_CACHE.clear()
+                _DEC_LENS.clear()
+            _DEC_CACHE[packed] = (entries, span)
+            if len(packed) not in _DEC_LENS:
+                _DEC_LENS.append(len(packed))
+    return head["f"], entries, span
 
 
-def _decode_array(mv: memoryview, base: int, total: int, entry: Any) -> tuple[str, np.ndarray]:
+def _count(shape: tuple[int, ...]) -> int:
+    count = 1
+    for d in shape:
+        count *= d
+    return count
+
+
+def _decode_array(base: int, total: int, entry: Any) -> tuple[str, np.dtype, tuple[int, ...], int]:
+    """Validate one array table entry; returns (name, dtype, shape, offset from the payload base)."""
     if not (isinstance(entry, list) and len(entry) == 5):
         raise CodecError(f"array table entry must be [name, dtype, shape, offset, nbytes], got {entry!r}")
     name, dtype_str, shape, off, nbytes = entry
@@ -195,17 +330,12 @@ def _decode_array(mv: memoryview, base: int, total: int, entry: Any) -> tuple[st
     if dtype.kind not in _ALLOWED_KINDS:
         raise CodecError(f"array {name!r}: dtype {dtype} not allowed")
     ok_shape = isinstance(shape, list) and len(shape) <= _MAX_NDIM
-    if not ok_shape or not all(isinstance(d, int) and d >= 0 for d in shape):
+    if not ok_shape or not all(isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in shape):
         raise CodecError(f"array {name!r}: bad shape {shape!r}")
     if not (isinstance(off, int) and isinstance(nbytes, int)) or off < 0:
         raise CodecError(f"array {name!r}: bad offset/nbytes {off!r}/{nbytes!r}")
-    count = 1
-    for d in shape:
-        count *= d
-    if count * dtype.itemsize != nbytes:
+    if _count(shape) * dtype.itemsize != nbytes:
         raise CodecError(f"array {name!r}: shape {shape} of {dtype} is not {nbytes} bytes")
     if base + off + nbytes > total:
         raise CodecError(f"array {name!r}: payload [{base + off}, {base + off + nbytes}) beyond message end {total}")
-    arr = np.frombuffer(mv, dtype, count, base + off).reshape(tuple(shape))
-    arr.flags.writeable = False
-    return name, arr
+    return name, dtype, tuple(shape), off

@@ -21,7 +21,9 @@ argument protects the writer from reusing bytes before the reader's `head` store
 a writer killed mid-record never publishes it, so it is never delivered. (On weakly ordered
 CPUs the `fence()` between the data and the counter store covers the publish side too.)
 
-Waiting. A waiter spins for ~50 us, then sets its "sleeping" flag, issues a full fence, re-checks
+Waiting. A waiter spins (adaptively: 50 us, or up to twice its recent wait times, at most
+`SPIN_MAX_S`, so a steady stream is caught without a sleep while an idle end goes back to short
+spins), then sets its "sleeping" flag, issues a full fence, re-checks
 the ring and sleeps on its doorbell (a FIFO); the peer, after its counter store, fences and rings
 only if the flag is set. This is the store-fence-load handshake on both sides, so no wake-up is
 lost; and the sleeper wakes at least every `POLL_S` seconds anyway to check its peer's liveness
@@ -36,8 +38,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import os
+import platform
 import struct
+import sys
 import time
 from collections import deque
 from collections.abc import Callable, Mapping, Sequence
@@ -61,7 +66,11 @@ KIND_DATA = 0xDA7A0001
 KIND_SKIP = 0x5C1B0002
 _PADS = [bytes(k) for k in range(8)]
 SPIN_S = 50e-6
+SPIN_MAX_S = 500e-6
 POLL_S = 0.1
+# x86-64 (TSO) keeps stores in program order: no fence is needed before publishing a counter.
+_STORE_FENCE = platform.machine().lower() not in ("x86_64", "amd64", "i386", "i686")
+_MSG_OVERHEAD = 16 + 63  # codec prefix + worst-case alignment padding
 
 
 class RingError(RuntimeError):
@@ -82,6 +91,17 @@ class RingTimeoutError(RingError, TimeoutError):
 
 class CorruptRecordError(RingError):
     """A record header in the ring is inconsistent (memory corruption or a foreign writer)."""
+
+
+_FRAMES: dict[int, tuple[bytes, bytes]] = {}  # body length -> (record header, tail padding)
+
+
+def _frame(n: int) -> tuple[bytes, bytes]:
+    """Record header and padding bytes of an `n`-byte body (cached for the common sizes)."""
+    head = (_REC.pack(n, KIND_DATA), _PADS[record_size(n) - 8 - n])
+    if len(_FRAMES) < 4096:
+        _FRAMES[n] = head
+    return head
 
 
 def record_size(nbytes: int) -> int:
@@ -105,6 +125,7 @@ class Ring:
         self.ctrl = seg.buf[:CTRL_BYTES].cast("q")
         self.ctrl_f = seg.buf[:CTRL_BYTES].cast("d")
         self.data = seg.buf[CTRL_BYTES : CTRL_BYTES + self.capacity]
+        self.data_ro = self.data.toreadonly()  # decoded arrays are read-only views of this
         self.u8 = seg.ndarray(np.uint8, CTRL_BYTES, self.capacity)
         self.mm = seg._mm
         self.base = HEADER_BYTES + CTRL_BYTES  # file offset of data byte 0 (64-aligned)
@@ -161,8 +182,9 @@ class Ring:
                 with contextlib.suppress(FileNotFoundError):
                     os.unlink(path)
                 forget_owned(Path(path))
-        for v in (self.ctrl, self.ctrl_f, self.data):
-            v.release()
+        for v in (self.ctrl, self.ctrl_f, self.data, self.data_ro):
+            with contextlib.suppress(BufferError):  # messages still held keep the mapping alive
+                v.release()
         self.u8 = None
         self.mm = None
         self.seg.close()
@@ -190,6 +212,7 @@ class _End:
         self._bell = Doorbell(my_bell)
         self._peer_bell = Doorbell(peer_bell)
         self.closed = False
+        self._spin = SPIN_S  # current spin budget (s), adapted by `_learn`
 
     def _check_peer(self) -> None:
         if self.ctrl[self._PEER_CLOSED]:
@@ -207,14 +230,22 @@ class _End:
         return True
 
     def _wake_peer(self) -> None:
+        """After a counter store: ring the peer's doorbell only if it sleeps (no syscall otherwise)."""
         fence()
         if self.ctrl[self._PEER_SLEEP]:
             self._peer_bell.ring()
 
+    def _learn(self, waited: float) -> None:
+        """Adapt the spin budget: a wait that ended soon after the spin gave up means the next
+        one is worth spinning through; a long (idle) wait resets to the short spin."""
+        self._spin = min(SPIN_MAX_S, 2.0 * waited) if waited < SPIN_MAX_S else SPIN_S
+        self._spin = max(self._spin, SPIN_S)
+
     def _wait(self, ready: Callable[[], bool], timeout: float | None) -> None:
         """Block until `ready()`; raise RingTimeoutError / PeerDiedError / RingClosedError."""
         t0 = time.monotonic()
-        while time.monotonic() - t0 < SPIN_S:
+        spin = self._spin
+        while time.monotonic() - t0 < spin:
             if ready():
                 return
         deadline = None if timeout is None else t0 + timeout
@@ -230,6 +261,7 @@ class _End:
             ctrl[flag] = 0
             self._bell.drain()
             if ready():
+                self._learn(time.monotonic() - t0)
                 return
             self._check_peer()
             if deadline is not None and time.monotonic() >= deadline:
@@ -338,8 +370,10 @@ class RingWriter(_End):
         return self._tail % self.cap
 
     def _commit(self, total: int) -> None:
+        """Publish `total` more bytes (one counter store) and wake the reader if it sleeps."""
         self._tail += total
-        fence()
+        if _STORE_FENCE:
+            fence()
         self.ctrl[TAIL] = self._tail
         self._wake_peer()
 
@@ -375,9 +409,9 @@ class RingWriter(_End):
         if avail < self.cap - off:
             self._head = self.ctrl[HEAD]
             avail = min(self.cap - off, self.cap - (self._tail - self._head))
-        pieces = []
+        pieces: list = []
         used = 0
-        pack, pads, kind = _REC.pack, _PADS, KIND_DATA
+        frames = _FRAMES
         n_items = len(items)
         while i < n_items:
             item = items[i]
@@ -385,9 +419,8 @@ class RingWriter(_End):
             total = (n + 15) & ~7
             if used + total > avail:
                 break
-            pieces.append(pack(n, kind))
-            pieces.append(item)
-            pieces.append(pads[total - 8 - n])
+            head = frames.get(n) or _frame(n)
+            pieces += (head[0], item, head[1])
             used += total
             i += 1
         if used:
@@ -417,30 +450,78 @@ class RingWriter(_End):
             i = j
 
     # -- codec messages -----------------------------------------------------------------------
-    def _write_plan(self, p: codec.EncodePlan) -> None:
-        bound = record_size(p.size_bound)
-        off = self._reserve(bound)
-        n = p.write_into(self.ring.mm, self.ring.base + off + 8)
-        _REC.pack_into(self.ring.data, off, n, KIND_DATA)
-        self._commit(record_size(n))
+    def _write_message(self, off: int, prep: tuple) -> int:
+        """Write a `codec.prepare`d message as a record at data offset `off`; returns its ring bytes."""
+        start = self.ring.base + off + 8
+        n = codec.write_prepared(self.ring.mm, start, *prep)
+        _REC.pack_into(self.ring.mm, start - 8, n, KIND_DATA)
+        return (n + 15) & ~7
+
+    def _fits_now(self, bound: int) -> bool:
+        """True if a `bound`-byte record fits contiguously at the tail without waiting."""
+        off = self._tail % self.cap
+        return bound <= self.cap - off and self._free(bound) and not self.closed
 
     def put(self, fields: Mapping[str, Any], arrays: Mapping[str, np.ndarray] | None = None,
             timeout: float | None = None) -> None:
-        """Append one message: msgpack `fields` + raw `arrays` (copied once into the ring)."""
-        p = codec.plan(fields, arrays)
-        bound = record_size(p.size_bound)
-        self._check_total(bound)
-        self._make_room(bound, timeout)
-        self._write_plan(p)
+        """Append one message: msgpack `fields` + raw `arrays` (each copied once into the ring)."""
+        prep = codec.prepare(fields, arrays)
+        bound = record_size(_MSG_OVERHEAD + len(prep[0]) + prep[3])
+        if not self._fits_now(bound):
+            self._check_total(bound)
+            self._make_room(bound, timeout)
+        self._commit(self._write_message(self._tail % self.cap, prep))
 
     async def aput(self, fields: Mapping[str, Any], arrays: Mapping[str, np.ndarray] | None = None,
                    timeout: float | None = None) -> None:
         """Async `put`: awaits (or raises RingTimeoutError after `timeout` s) while the ring is full."""
-        p = codec.plan(fields, arrays)
-        bound = record_size(p.size_bound)
-        self._check_total(bound)
-        await self._amake_room(bound, timeout)
-        self._write_plan(p)
+        prep = codec.prepare(fields, arrays)
+        bound = record_size(_MSG_OVERHEAD + len(prep[0]) + prep[3])
+        if not self._fits_now(bound):
+            self._check_total(bound)
+            await self._amake_room(bound, timeout)
+        self._commit(self._write_message(self._tail % self.cap, prep))
+
+    def _put_batch_some(self, preps: list[tuple], i: int) -> tuple[int, int]:
+        """Write preps[i:] that fit contiguously now, with one counter update.
+        Returns (new i, bound of the record that did not fit, or 0)."""
+        self._head = self.ctrl[HEAD]
+        off = self._tail % self.cap
+        avail = min(self.cap - off, self.cap - (self._tail - self._head))
+        used = 0
+        while i < len(preps):
+            prep = preps[i]
+            bound = record_size(_MSG_OVERHEAD + len(prep[0]) + prep[3])
+            if used + bound > avail:
+                if used:
+                    self._commit(used)
+                return i, bound
+            used += self._write_message(off + used, prep)
+            i += 1
+        if used:
+            self._commit(used)
+        return i, 0
+
+    def put_batch(self, messages: Sequence[codec.Message], timeout: float | None = None) -> None:
+        """Append many messages (their `fields` and `arrays`) with one counter update and at most
+        one doorbell per contiguous run: the fast path for streams of small messages."""
+        preps = [codec.prepare(m.fields, m.arrays) for m in messages]
+        i = 0
+        while i < len(preps):
+            i, bound = self._put_batch_some(preps, i)
+            if bound:
+                self._check_total(bound)
+                self._make_room(bound, timeout)
+
+    async def aput_batch(self, messages: Sequence[codec.Message], timeout: float | None = None) -> None:
+        """Async `put_batch`."""
+        preps = [codec.prepare(m.fields, m.arrays) for m in messages]
+        i = 0
+        while i < len(preps):
+            i, bound = self._put_batch_some(preps, i)
+            if bound:
+                self._check_total(bound)
+                await self._amake_room(bound, timeout)
 
     def free_bytes(self) -> int:
         """Bytes free right now (a record also needs its header and maybe a wrap)."""
@@ -460,6 +541,7 @@ class RingReader(_End):
         self._pos = self.ctrl[HEAD]  # read cursor: records before it were handed out
         self._head = self._pos  # released prefix
         self._pending: deque[list] = deque()  # [end position, released?] of records handed out
+        self._deferred: Exception | None = None  # a codec error found behind a returned batch
 
     def ready(self) -> bool:
         """True if at least one record is published and not yet handed out."""
@@ -590,21 +672,82 @@ class RingReader(_End):
         if rec is None:
             return None
         off, n = rec
-        end = self._pos + record_size(n)
+        end = self._pos + ((n + 15) & ~7)
         entry = [end, False]
         self._pos = end
         self._pending.append(entry)
         try:
-            fields, arrays = codec.decode(self.ring.data[off + 8 : off + 8 + n])
+            fields, arrays = codec.decode_at(self.ring.data_ro, off + 8, n)
         except codec.CodecError:
             self._release(entry)  # skip the bad record so the stream goes on
             raise
-        msg = codec.Message(fields, arrays, lambda: self._release(entry))
         if copy:
-            out = msg.copy()
-            msg.release()
+            out = codec.Message(fields, {k: v.copy() for k, v in arrays.items()})
+            self._release(entry)
             return out
-        return msg
+        return codec.Message(fields, arrays, functools.partial(self._release, entry))
+
+    def _take_batch(self, max_n: int, copy: bool) -> list[codec.Message]:
+        """Up to `max_n` ready messages; with `copy`, all slots go back with one counter store.
+        A malformed record after good ones is left for the next call to raise."""
+        out: list[codec.Message] = []
+        if copy:
+            pending, self._pending = self._pending, deque()  # collect this batch's entries apart
+        try:
+            while len(out) < max_n:
+                try:
+                    msg = self._take_message(False)
+                except codec.CodecError:
+                    if not out:
+                        raise
+                    self._deferred = sys.exc_info()[1]
+                    break
+                if msg is None:
+                    break
+                out.append(msg)
+        finally:
+            if copy:
+                batch, self._pending = self._pending, pending
+                for entry in batch:
+                    entry[1] = True
+                    self._pending.append(entry)
+        if copy:
+            out = [codec.Message(m.fields, {k: v.copy() for k, v in m.arrays.items()}) for m in out]
+            if self._pending:
+                self._release(self._pending[-1])
+        return out
+
+    def _raise_deferred(self) -> None:
+        err, self._deferred = self._deferred, None
+        if err is not None:
+            raise err
+
+    def get_batch(self, max_n: int = 64, timeout: float | None = None, copy: bool = False) -> list[codec.Message]:
+        """Up to `max_n` messages (blocks for at least one; [] if `timeout` expires first).
+        Zero-copy messages are released one by one as with `get`; with `copy=True` they are
+        independent copies and the ring slots go back at once."""
+        self._raise_deferred()
+        out = self._take_batch(max_n, copy)
+        while not out:
+            try:
+                self._wait(self.ready, timeout)
+            except RingTimeoutError:
+                return []
+            out = self._take_batch(max_n, copy)
+        return out
+
+    async def aget_batch(self, max_n: int = 64, timeout: float | None = None,
+                         copy: bool = False) -> list[codec.Message]:
+        """Async `get_batch`."""
+        self._raise_deferred()
+        out = self._take_batch(max_n, copy)
+        while not out:
+            try:
+                await self._await(self.ready, timeout)
+            except RingTimeoutError:
+                return []
+            out = self._take_batch(max_n, copy)
+        return out
 
     def get(self, timeout: float | None = None, copy: bool = False) -> codec.Message:
         """Next message. Zero-copy by default: call `msg.release()` (or use `with`) when done.
