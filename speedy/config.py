@@ -192,6 +192,30 @@ class EvalConfig:
 
 
 @dataclass
+class RolesConfig:
+    """Processes of a single-box run (0 = size to the machine). See speedy/roles/launch.py."""
+
+    actors: int = 0
+    reanalyzers: int = 0
+    refreshers: int = 0  # priority refreshers; 0 = auto (one when cores allow), -1 = none
+    search_groups: int = 2  # env groups per actor searched in turn, so inference and tree work overlap
+    batches_in_flight: int = 2  # batches each reanalyzer works on at once
+    refresh_chunk: int = 1024  # positions per refresh request
+    max_restarts: int = 3  # restarts of one role before the run stops
+    slow_reanalyzer_s: float = 0.0  # testing/profiling aid: extra seconds per batch in reanalyzer 0
+
+    def validate(self) -> None:
+        for key in ("actors", "reanalyzers"):
+            _check(getattr(self, key) >= 0, f"roles.{key}", getattr(self, key), ">= 0 (0 = auto)")
+        _check(self.refreshers >= -1, "roles.refreshers", self.refreshers, ">= -1 (0 = auto, -1 = none)")
+        _check(self.search_groups >= 1, "roles.search_groups", self.search_groups, ">= 1")
+        _check(self.batches_in_flight >= 1, "roles.batches_in_flight", self.batches_in_flight, ">= 1")
+        _check(self.refresh_chunk >= 1, "roles.refresh_chunk", self.refresh_chunk, ">= 1")
+        _check(self.max_restarts >= 0, "roles.max_restarts", self.max_restarts, ">= 0")
+        _check(self.slow_reanalyzer_s >= 0, "roles.slow_reanalyzer_s", self.slow_reanalyzer_s, ">= 0")
+
+
+@dataclass
 class RunConfig:
     seed: int = 0
     run_dir: str = "runs"  # a fresh sub-directory per run is created below this
@@ -218,6 +242,7 @@ class Config:
     actor: ActorConfig = field(default_factory=ActorConfig)
     reanalyze: ReanalyzeConfig = field(default_factory=ReanalyzeConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
+    roles: RolesConfig = field(default_factory=RolesConfig)
     run: RunConfig = field(default_factory=RunConfig)
 
     def validate(self) -> None:
@@ -317,6 +342,14 @@ def _apply(target: Any, values: dict[str, Any], source: str, prefix: str = "") -
                 f"expected {_type_name(hints[key])}"
             )
         setattr(target, key, coerced)
+
+
+def config_from_dict(values: dict[str, Any]) -> Config:
+    """Rebuild a validated Config from `dataclasses.asdict` output (how a config crosses to a role process)."""
+    config = Config()
+    _apply(config, values, "config")
+    config.validate()
+    return config
 
 
 def parse_override(text: str) -> tuple[list[str], Any]:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import math
+import os
+import socket
 import time
 from pathlib import Path
 from typing import Any
@@ -18,11 +20,7 @@ class MetricsWriter:
         self.path = self.dir / f"{source}.jsonl"
         self.source = source
         self._file = self.path.open("a", encoding="utf-8")
-        self._tb = None
-        if tensorboard:
-            from tensorboardX import SummaryWriter
-
-            self._tb = SummaryWriter(logdir=str(Path(run_dir) / "tensorboard" / source), flush_secs=10)
+        self._tb = EventFile(Path(run_dir) / "tensorboard" / source) if tensorboard else None
 
     def write(self, step: int, values: dict[str, Any]) -> None:
         record = {"time": time.time(), "step": step, **values}
@@ -31,12 +29,40 @@ class MetricsWriter:
         if self._tb is not None:
             for key, value in values.items():
                 if isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value):
-                    self._tb.add_scalar(f"{self.source}/{key}", value, step)
+                    self._tb.scalar(f"{self.source}/{key}", float(value), step)
+            self._tb.flush()
 
     def close(self) -> None:
         self._file.close()
         if self._tb is not None:
             self._tb.close()
+
+
+class EventFile:
+    """A TensorBoard event file written synchronously (tensorboardX's record format and protos, without its
+    background writer process queue, which leaks semaphores in short-lived role processes)."""
+
+    def __init__(self, directory: Path) -> None:
+        from tensorboardX.proto import event_pb2
+        from tensorboardX.record_writer import RecordWriter
+
+        directory.mkdir(parents=True, exist_ok=True)
+        self._event = event_pb2.Event
+        name = f"events.out.tfevents.{int(time.time())}.{socket.gethostname()}.{os.getpid()}"
+        self._writer = RecordWriter(str(directory / name))
+        self._writer.write(self._event(wall_time=time.time(), file_version="brain.Event:2").SerializeToString())
+
+    def scalar(self, tag: str, value: float, step: int) -> None:
+        from tensorboardX.summary import scalar
+
+        event = self._event(wall_time=time.time(), step=step, summary=scalar(tag, value))
+        self._writer.write(event.SerializeToString())
+
+    def flush(self) -> None:
+        self._writer.flush()
+
+    def close(self) -> None:
+        self._writer.close()
 
 
 def _jsonable(value: Any) -> Any:

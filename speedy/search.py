@@ -10,6 +10,7 @@ while the device runs another's inference); `ModelSearch.run` is the plain synch
 from __future__ import annotations
 
 import asyncio
+import time
 from concurrent.futures import Executor
 from dataclasses import dataclass
 
@@ -43,6 +44,7 @@ class SearchJob:
     """One batched search in flight. Call `advance()` until it returns True, then read `output`."""
 
     def __init__(self, search: ModelSearch, obs: np.ndarray, noise: np.ndarray | None, seed: int) -> None:
+        start = time.perf_counter()
         self.search = search
         model, device = search.model, search.device
         root = model.initial_inference(as_tensor(obs, device))
@@ -65,6 +67,7 @@ class SearchJob:
             seed,
         )
         self.output: SearchOutput | None = None
+        search.inference_seconds += time.perf_counter() - start
 
     @property
     def done(self) -> bool:
@@ -72,12 +75,16 @@ class SearchJob:
 
     def select(self) -> LeafBatch:
         """Tree work: pick one leaf per root (CPU)."""
-        return self.searcher.select()
+        start = time.perf_counter()
+        leaf = self.searcher.select()
+        self.search.tree_seconds += time.perf_counter() - start
+        return leaf
 
     @torch.no_grad()
     def infer(self, leaf: LeafBatch) -> ExpansionBatch:
         """Device work: recurrent inference of the leaves; stores their latents and LSTM states in `leaf.slot`.
         Releases the GIL inside torch, so it can run in a worker thread while another job does tree work."""
+        start = time.perf_counter()
         device = self.search.device
         parent = torch.from_numpy(leaf.parent_slot.astype(np.int64)).to(device)
         action = torch.from_numpy(leaf.action.astype(np.int64)).to(device)
@@ -87,17 +94,21 @@ class SearchJob:
         self.latents[leaf.slot] = out.latent
         self.hidden[leaf.slot] = out.lstm_state[0] * keep
         self.cell[leaf.slot] = out.lstm_state[1] * keep
-        return ExpansionBatch(
+        expansion = ExpansionBatch(
             value=out.value.float().cpu().numpy(),
             value_prefix=out.value_prefix.float().cpu().numpy(),
             policy_logits=out.policy_logits.float().cpu().numpy(),
         )
+        self.search.inference_seconds += time.perf_counter() - start
+        return expansion
 
     def expand(self, out: ExpansionBatch) -> bool:
         """Tree work: expand and back up; returns True once the search is complete (then read `output`)."""
+        start = time.perf_counter()
         self.searcher.expand_and_backup(out)
         if self.searcher.done:
             self._finish()
+        self.search.tree_seconds += time.perf_counter() - start
         return self.done
 
     def advance(self) -> bool:
@@ -127,6 +138,8 @@ class ModelSearch:
         self.config = config
         self.device = device
         self._idle: dict[int, list[Searcher]] = {}
+        self.tree_seconds = 0.0  # cumulative CPU tree work (select, expand, backup)
+        self.inference_seconds = 0.0  # cumulative network work (initial and recurrent inference, transfers)
 
     def searcher(self, batch: int) -> Searcher:
         pool = self._idle.setdefault(batch, [])

@@ -1,0 +1,92 @@
+"""Actor: self-play with batched MCTS; trajectory blocks to replay; frames once into this actor's frame store.
+
+The actor's envs are split into `roles.search_groups` groups searched in turn: while one group's inference runs in
+the worker thread, the event loop does the other group's tree work. Weights are pulled every
+`actor.weight_update_interval` training steps; collection pauses while env steps run ahead of the data/update bound.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+
+from speedy.components import search_config
+from speedy.envs import make_vector_env
+from speedy.mcts import dirichlet_noise, sample_actions, visit_distribution
+from speedy.roles.context import Periodic, RoleContext
+from speedy.roles.messages import Outbox
+from speedy.search import ModelSearch, SearchRequest
+from speedy.selfplay import SelfPlay
+from speedy.shm.frames import FrameStore
+from speedy.shm.mux import mux_writer
+from speedy.targets import visit_temperature
+
+
+def may_collect(ctx: RoleContext) -> bool:
+    """The data/update bound: once training runs, env steps stay below start + ratio · train steps."""
+    ratio = ctx.config.train.env_steps_per_train_step
+    train_steps = ctx.train_steps()
+    if ratio == 0 or train_steps == 0:
+        return True
+    return ctx.total_env_steps() < ctx.config.replay.start_env_steps + ratio * train_steps
+
+
+async def run_actor(ctx: RoleContext) -> None:
+    config, index = ctx.config, ctx.spec.index
+    groups = max(1, min(ctx.config.roles.search_groups, config.actor.num_envs))
+    sizes = np.diff(np.linspace(0, config.actor.num_envs, groups + 1).astype(int))
+    frames = FrameStore.attach(ctx.spec.run_id, f"frames{index}")
+    seed = config.run.seed + 1000 * (index + 1) + 100 * int(ctx.row.get("restarts"))
+    envs = [make_vector_env(config.env.id, int(n), seed=seed + g, mode="train",
+                            sticky_action_prob=config.env.sticky_action_prob, frame_size=config.env.frame_size,
+                            max_frames_train=config.env.max_frames_train) for g, n in enumerate(sizes)]
+    plays = [SelfPlay(env, frames, index, ctx.layout, seed + g) for g, env in enumerate(envs)]
+    model = ctx.new_model()
+    version = await ctx.wait_for_weights(model)
+    search = ModelSearch(model, search_config(config, ctx.task), ctx.device)
+    blocks_out = Outbox(mux_writer(ctx.spec.run_id, "blocks", index), lambda: ctx.stopping)
+    rng = np.random.default_rng(seed)
+    budget = config.run.max_env_steps // ctx.spec.plan.actors
+    executor = ThreadPoolExecutor(1, thread_name_prefix="inference")
+    report = Periodic(config.run.log_interval_s)
+    returns: list[float] = []
+    try:
+        while not ctx.stopping and ctx.row.get("env_steps") < budget:
+            ctx.row.beat()
+            if not may_collect(ctx):
+                with ctx.row.timed("wait_output"):
+                    await asyncio.sleep(0.01)
+                continue
+            if ctx.train_steps() >= version + config.actor.weight_update_interval:
+                version = max(version, ctx.pull_weights(model))
+                ctx.row.set("weights_version", version)
+            temperature = visit_temperature(ctx.training_progress(), config.actor.temperature_schedule,
+                                            config.actor.temperature_milestones)
+            requests = [SearchRequest(p.observation(), dirichlet_noise(rng, p.env.num_envs, ctx.task.num_actions,
+                                                                       config.mcts.dirichlet_alpha),
+                                      int(rng.integers(2**31))) for p in plays]
+            outputs = await ctx.timed_search(search, search.run_pipelined(requests, executor))
+            for play, out in zip(plays, outputs, strict=True):
+                actions = sample_actions(out.visit_counts, temperature, rng)
+                with ctx.row.timed("busy_env"):
+                    blocks, stats = play.step(actions, visit_distribution(out.visit_counts, 1.0),
+                                              ctx.total_env_steps())
+                ctx.row.add("env_steps", stats.env_steps)
+                ctx.row.add("episodes", len(stats.episode_returns))
+                returns = (returns + stats.episode_returns)[-20:]
+                if stats.episode_returns:
+                    ctx.row.set("episode_return", float(np.mean(returns)))
+                for block in blocks:
+                    with ctx.row.timed("wait_output"):
+                        await blocks_out.send(block)
+                    ctx.row.add("items", 1)
+            if report.due():
+                ctx.write_stats({"temperature": temperature})
+    finally:
+        executor.shutdown(wait=True)
+        for env in envs:
+            env.close()
+        blocks_out.close()
+        frames.close()

@@ -1,0 +1,110 @@
+"""The board: a shared-memory table of per-process counters and stage timers, plus a few run-wide controls.
+
+Every role process owns one row and is its only writer (no locks); the node agent and the profiler read all rows.
+Times are cumulative seconds per stage, so rates and busy fractions come from differences between two readings:
+- busy_*: doing that stage's work (tree = MCTS tree kernels, inference = network forward passes, env = emulator
+  steps, targets = value/prefix target arithmetic, train = optimizer step);
+- wait_input: blocked on an empty input ring (starved); wait_output: blocked on a full output ring or a throttle
+  (pushed back); transport: encoding, decoding and copying messages; weights: pulling or publishing weights.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from collections.abc import Iterator
+
+import numpy as np
+
+from speedy.shm.segment import Segment
+
+FIELDS = (
+    "pid", "heartbeat", "restarts", "exit_code",
+    "env_steps", "train_steps", "items", "episodes", "episode_return", "weights_version",
+    "eval_return", "eval_hns", "evals", "eval_train_steps", "eval_env_steps", "sweeps", "refresh_positions",
+    "busy_tree", "busy_inference", "busy_env", "busy_targets", "busy_train",
+    "wait_input", "wait_output", "transport", "weights",
+)
+STAGES = tuple(f for f in FIELDS if f.startswith(("busy_", "wait_")) or f in ("transport", "weights"))
+CONTROLS = ("stop", "target_reached_env_steps", "target_reached_time", "start_time")
+_FIELD_INDEX = {name: i for i, name in enumerate(FIELDS)}
+_CONTROL_INDEX = {name: i for i, name in enumerate(CONTROLS)}
+
+
+class Board:
+    def __init__(self, seg: Segment) -> None:
+        self.seg = seg
+        self.row_names: list[str] = list(seg.meta["rows"])
+        self.controls = seg.ndarray(np.float64, 0, len(CONTROLS))
+        self.rows = seg.ndarray(np.float64, 64 * ((len(CONTROLS) * 8 + 63) // 64),
+                                (len(self.row_names), len(FIELDS)))
+
+    @classmethod
+    def create(cls, run_id: str, row_names: list[str]) -> Board:
+        size = 64 * ((len(CONTROLS) * 8 + 63) // 64) + len(row_names) * len(FIELDS) * 8
+        board = cls(Segment.create(run_id, "board", size, {"kind": "board", "rows": row_names}))
+        board.controls[:] = 0
+        board.rows[:] = 0
+        return board
+
+    @classmethod
+    def attach(cls, run_id: str) -> Board:
+        return cls(Segment.attach(run_id, "board"))
+
+    def row(self, name: str) -> RoleRow:
+        return RoleRow(self, self.row_names.index(name))
+
+    def get(self, row: str, field: str) -> float:
+        return float(self.rows[self.row_names.index(row), _FIELD_INDEX[field]])
+
+    def column(self, field: str, prefix: str = "") -> np.ndarray:
+        """One field for every row whose name starts with `prefix`."""
+        picked = [i for i, name in enumerate(self.row_names) if name.startswith(prefix)]
+        return self.rows[picked, _FIELD_INDEX[field]].copy()
+
+    def control(self, name: str) -> float:
+        return float(self.controls[_CONTROL_INDEX[name]])
+
+    def set_control(self, name: str, value: float) -> None:
+        self.controls[_CONTROL_INDEX[name]] = value
+
+    @property
+    def stopping(self) -> bool:
+        return self.controls[_CONTROL_INDEX["stop"]] != 0
+
+    def snapshot(self) -> dict[str, dict[str, float]]:
+        return {name: dict(zip(FIELDS, self.rows[i].tolist(), strict=True)) for i, name in enumerate(self.row_names)}
+
+    def close(self) -> None:
+        del self.controls, self.rows
+        self.seg.close()
+
+
+class RoleRow:
+    """The writer's handle on its own row."""
+
+    def __init__(self, board: Board, index: int) -> None:
+        self.board = board
+        self.values = board.rows[index]
+
+    def set(self, field: str, value: float) -> None:
+        self.values[_FIELD_INDEX[field]] = value
+
+    def add(self, field: str, value: float) -> None:
+        self.values[_FIELD_INDEX[field]] += value
+
+    def get(self, field: str) -> float:
+        return float(self.values[_FIELD_INDEX[field]])
+
+    def beat(self) -> None:
+        self.values[_FIELD_INDEX["heartbeat"]] = time.time()
+
+    @contextlib.contextmanager
+    def timed(self, stage: str) -> Iterator[None]:
+        """Add the wall time of the block to `stage` (one of STAGES)."""
+        index = _FIELD_INDEX[stage]
+        start = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.values[index] += time.perf_counter() - start

@@ -1,0 +1,157 @@
+"""What every role process starts from: its `RoleSpec` (picklable, sent by the node agent) and the `RoleContext`
+built from it inside the process (config, task spec, device, board row, metrics, weight pulls)."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+
+import numpy as np
+import torch
+
+from speedy.components import block_layout, build_model, resolve_device, task_spec
+from speedy.config import Config, config_from_dict
+from speedy.metrics import MetricsWriter
+from speedy.model import EfficientZeroNet
+from speedy.replay.frames import FrameSource
+from speedy.roles.board import Board, RoleRow
+from speedy.search import ModelSearch
+from speedy.shm.frames import FrameStore
+from speedy.shm.weights import WeightSlot
+
+T = TypeVar("T")
+LATEST_WEIGHTS = "weights"
+TARGET_WEIGHTS = "target"
+
+
+@dataclass(frozen=True)
+class RolePlan:
+    """How many processes of each kind a node runs."""
+
+    actors: int
+    reanalyzers: int
+    refreshers: int
+    threads: dict[str, int] = field(default_factory=dict)  # torch threads per role kind
+
+    def row_names(self) -> list[str]:
+        names = ["agent", "replay", "trainer", "evaluator"]
+        names += [f"actor{i}" for i in range(self.actors)]
+        names += [f"reanalyzer{i}" for i in range(self.reanalyzers)]
+        names += [f"refresher{i}" for i in range(self.refreshers)]
+        return names
+
+
+@dataclass(frozen=True)
+class RoleSpec:
+    role: str  # "actor" | "replay" | "reanalyzer" | "refresher" | "trainer" | "evaluator"
+    index: int
+    run_id: str
+    run_dir: str
+    config: dict[str, Any]
+    plan: RolePlan
+    threads: int
+
+    @property
+    def name(self) -> str:
+        return self.role if self.role in ("replay", "trainer", "evaluator") else f"{self.role}{self.index}"
+
+
+class RoleContext:
+    def __init__(self, spec: RoleSpec) -> None:
+        self.spec = spec
+        self.config: Config = config_from_dict(spec.config)
+        self.task = task_spec(self.config)
+        self.layout = block_layout(self.config, self.task)
+        self.device = resolve_device(self.config.train.device)
+        self.board = Board.attach(spec.run_id)
+        self.row: RoleRow = self.board.row(spec.name)
+        self.metrics = MetricsWriter(Path(spec.run_dir), spec.name)
+        self._slots: dict[str, WeightSlot] = {}
+        self._buffers: dict[str, np.ndarray] = {}
+
+    @property
+    def stopping(self) -> bool:
+        return self.board.stopping
+
+    def new_model(self) -> EfficientZeroNet:
+        return build_model(self.config, self.task, self.device).eval()
+
+    def frame_source(self) -> FrameSource:
+        stores = [FrameStore.attach(self.spec.run_id, f"frames{i}") for i in range(self.spec.plan.actors)]
+        return FrameSource(stores)
+
+    def weights_version(self, slot: str = LATEST_WEIGHTS) -> int:
+        return self._slot(slot).latest_version()
+
+    def _slot(self, name: str) -> WeightSlot:
+        if name not in self._slots:
+            self._slots[name] = WeightSlot.attach(self.spec.run_id, name)
+            self._buffers[name] = np.empty(self._slots[name].nbytes, np.uint8)
+        return self._slots[name]
+
+    def pull_weights(self, model: torch.nn.Module, slot: str = LATEST_WEIGHTS) -> int:
+        """Load the newest published weights of `slot` into `model`; returns their version (-1: none yet)."""
+        from speedy.shm.weights import unflatten_state_dict
+
+        weight_slot = self._slot(slot)
+        with self.row.timed("weights"):
+            version = weight_slot.read_into(self._buffers[slot])
+            if version >= 0:
+                assert weight_slot.layout is not None
+                model.load_state_dict(unflatten_state_dict(self._buffers[slot], weight_slot.layout))
+        return version
+
+    async def wait_for_weights(self, model: torch.nn.Module, slot: str = LATEST_WEIGHTS) -> int:
+        while True:
+            version = self.pull_weights(model, slot)
+            if version >= 0 or self.stopping:
+                return version
+            await asyncio.sleep(0.05)
+
+    async def timed_search(self, search: ModelSearch, work: Awaitable[T]) -> T:
+        """Await search work and add its tree and inference seconds to busy_tree / busy_inference (they overlap
+        when searches are pipelined, so the two may sum to more than the wall time)."""
+        tree, inference = search.tree_seconds, search.inference_seconds
+        result = await work
+        self.row.add("busy_tree", search.tree_seconds - tree)
+        self.row.add("busy_inference", search.inference_seconds - inference)
+        return result
+
+    def train_steps(self) -> int:
+        return int(self.board.get("trainer", "train_steps"))
+
+    def total_env_steps(self) -> int:
+        return int(self.board.column("env_steps", "actor").sum())
+
+    def training_progress(self) -> float:
+        return min(1.0, self.train_steps() / self.config.total_train_steps)
+
+    def write_stats(self, values: dict[str, float]) -> None:
+        """Row counters and timers to the role's JSONL/TensorBoard metrics (called every few seconds)."""
+        snapshot = self.board.snapshot()[self.spec.name]
+        self.metrics.write(int(self.train_steps()), {**snapshot, **values})
+
+    def close(self) -> None:
+        self.metrics.close()
+        for slot in self._slots.values():
+            slot.close()
+        self.board.close()
+
+
+class Periodic:
+    """True every `interval_s` seconds (for metrics and heartbeats inside role loops)."""
+
+    def __init__(self, interval_s: float) -> None:
+        self.interval_s = interval_s
+        self.last = 0.0
+
+    def due(self) -> bool:
+        now = time.monotonic()
+        if now - self.last >= self.interval_s:
+            self.last = now
+            return True
+        return False

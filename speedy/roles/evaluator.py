@@ -1,0 +1,54 @@
+"""Evaluator: every `eval.interval` training steps, greedy episodes with the latest weights on the evaluation
+protocol; raw score (and human-normalised score for Atari) to metrics and the board. Reaching
+`run.stop_eval_return` is recorded on the board, and the node agent stops the run."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict
+
+from speedy.components import search_config
+from speedy.envs import make_vector_env
+from speedy.evaluate import evaluate
+from speedy.roles.context import RoleContext
+from speedy.search import ModelSearch
+
+
+async def run_evaluator(ctx: RoleContext) -> None:
+    config = ctx.config
+    env = make_vector_env(config.env.id, min(config.eval.episodes, 8), seed=config.run.seed + 10_000, mode="eval",
+                          sticky_action_prob=config.env.sticky_action_prob, frame_size=config.env.frame_size,
+                          max_frames_eval=config.env.max_frames_eval)
+    model = ctx.new_model()
+    search = ModelSearch(model, search_config(config, ctx.task, config.eval.num_simulations), ctx.device)
+    executor = ThreadPoolExecutor(1, thread_name_prefix="eval")
+    loop = asyncio.get_running_loop()
+    next_eval = config.eval.interval
+    try:
+        while not ctx.stopping:
+            ctx.row.beat()
+            if ctx.train_steps() < next_eval:
+                with ctx.row.timed("wait_input"):
+                    await asyncio.sleep(0.1)
+                continue
+            version = ctx.pull_weights(model)
+            env_steps = ctx.total_env_steps()
+            with ctx.row.timed("busy_inference"):
+                result = await loop.run_in_executor(executor, evaluate, env, search, config.eval.episodes,
+                                                    config.run.seed + 777 + version)
+            ctx.row.add("evals", 1)
+            ctx.row.set("eval_return", result.mean_return)
+            ctx.row.set("eval_hns", result.human_normalized if result.human_normalized is not None else float("nan"))
+            ctx.row.set("eval_train_steps", version)
+            ctx.row.set("eval_env_steps", env_steps)
+            ctx.metrics.write(version, {"env_steps": env_steps, **asdict(result)})
+            target = config.run.stop_eval_return
+            if target and result.mean_return >= target and ctx.board.control("target_reached_env_steps") == 0:
+                ctx.board.set_control("target_reached_env_steps", env_steps)
+                ctx.board.set_control("target_reached_time", time.time())
+            next_eval = (max(version, ctx.train_steps()) // config.eval.interval + 1) * config.eval.interval
+    finally:
+        executor.shutdown(wait=True)
+        env.close()

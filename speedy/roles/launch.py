@@ -1,0 +1,291 @@
+"""The node agent of a single-box run: sizes the roles to the machine, creates the node's shared memory, starts
+one process per role, supervises them (restart on failure, stop on repeated failure), shows progress, and on the
+end of training, a reached target or Ctrl-C/SIGTERM stops everything, keeps the final checkpoint, and removes the
+shared memory.
+
+Shared memory of a run `<id>` (all under /dev/shm/speedy_<id>_*):
+    board                   per-process counters and stage timers (speedy/roles/board.py)
+    frames<i>               actor i's frame store (single writer)
+    blocks (mux)            actors → replay: trajectory blocks
+    samples<j>              replay → reanalyzer j: sample windows
+    batches (mux)           reanalyzers → trainer: batch targets (frames travel as refs)
+    priorities (mux)        trainer (0) and refreshers (1…) → replay: priority updates
+    refresh<j>              replay → refresher j: sweep chunks
+    weights, target         weight slots: latest weights and the target model
+"""
+
+from __future__ import annotations
+
+import json
+import multiprocessing as mp
+import os
+import signal
+import time
+import uuid
+from dataclasses import asdict
+from pathlib import Path
+
+import numpy as np
+import psutil
+import torch
+
+from speedy.components import block_layout, build_model, frame_store_capacity, task_spec
+from speedy.config import Config
+from speedy.inline import RunSummary
+from speedy.metrics import MetricsWriter
+from speedy.roles.board import STAGES, Board
+from speedy.roles.context import LATEST_WEIGHTS, TARGET_WEIGHTS, RolePlan, RoleSpec
+from speedy.roles.process import role_main
+from speedy.shm.frames import FrameStore
+from speedy.shm.mux import create_mux
+from speedy.shm.ring import Ring
+from speedy.shm.segment import cleanup_stale
+from speedy.shm.weights import WeightLayout, WeightSlot
+
+
+class RunFailedError(RuntimeError):
+    """A role kept failing; the message names it and its log file."""
+
+
+def usable_cores() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:
+        return psutil.cpu_count() or 1
+
+
+def plan_roles(config: Config, cores: int | None = None) -> RolePlan:
+    """Processes for this machine: on C cores about C/4 actors and C/4 reanalyzers (at least one each), one
+    refresher from 4 cores up; replay and evaluator are light. Settings in [roles] override."""
+    cores = cores or usable_cores()
+    roles = config.roles
+    actors = roles.actors or max(1, cores // 4)
+    reanalyzers = roles.reanalyzers or max(1, cores // 4)
+    refreshers = 0 if roles.refreshers < 0 else (roles.refreshers or (1 if cores >= 4 else 0))
+    busy = actors + reanalyzers + 1
+    trainer_threads = max(1, cores - busy + 1) if not torch.cuda.is_available() else 2
+    threads = {"actor": 1, "reanalyzer": 1, "refresher": 1, "replay": 1, "evaluator": 1, "trainer": trainer_threads}
+    return RolePlan(actors=actors, reanalyzers=reanalyzers, refreshers=refreshers, threads=threads)
+
+
+def _ring_bytes(message_bytes: int, messages: int) -> int:
+    return max(4096, (messages * (message_bytes + 512) + 63) // 64 * 64)
+
+
+def create_shared_memory(config: Config, plan: RolePlan, run_id: str) -> list:
+    """Create every segment of the run (see module docstring); returns the owning handles (close = unlink)."""
+    spec = task_spec(config)
+    layout = block_layout(config, spec)
+    B, K, n, s, A = (config.train.batch_size, layout.unroll_steps, layout.td_steps, layout.frame_stack,
+                     spec.num_actions)
+    window_bytes = B * ((s + K + n) * 8 + K * 8 + (K + n) * 4 + (K + 1) * A * 4 + 40)
+    target_bytes = B * ((s + K) * 8 + K * 12 + (K + 1) * (8 + A * 4) + 24)
+    block_bytes = (s - 1 + layout.block_length + K + n) * 8 + (layout.block_length + K) * (8 + A * 4) + \
+        (layout.block_length + K + n) * 4
+    chunk_bytes = config.roles.refresh_chunk * ((s + K + n) * 8 + K * 8 + (K + n) * 4 + (K + 1) * A * 4 + 40)
+    in_flight = config.roles.batches_in_flight
+    owned: list = [Board.create(run_id, plan.row_names())]
+    capacity = frame_store_capacity(config, layout, config.actor.num_envs, plan.actors)
+    owned += [FrameStore.create(run_id, f"frames{i}", spec.frame_shape, spec.frame_dtype, capacity)
+              for i in range(plan.actors)]
+    owned += create_mux(run_id, "blocks", plan.actors, _ring_bytes(block_bytes, 64))
+    owned += [Ring.create(run_id, f"samples{j}", _ring_bytes(window_bytes, in_flight + 1))
+              for j in range(plan.reanalyzers)]
+    owned += create_mux(run_id, "batches", plan.reanalyzers, _ring_bytes(target_bytes, in_flight + 1))
+    owned += create_mux(run_id, "priorities", 1 + plan.refreshers, _ring_bytes(B * 24 + chunk_bytes // 4, 16))
+    owned += [Ring.create(run_id, f"refresh{j}", _ring_bytes(chunk_bytes, 2)) for j in range(plan.refreshers)]
+    model = build_model(config, spec, torch.device("cpu"))
+    state = model.state_dict()
+    for name in (LATEST_WEIGHTS, TARGET_WEIGHTS):
+        slot = WeightSlot.create(run_id, name, WeightLayout.from_state_dict(state))
+        slot.publish_state_dict(state, 0)
+        owned.append(slot)
+    return owned
+
+
+class Supervisor:
+    """Starts, watches and restarts the role processes of one node."""
+
+    def __init__(self, config: Config, plan: RolePlan, run_id: str, run_dir: Path) -> None:
+        self.config, self.plan, self.run_id, self.run_dir = config, plan, run_id, run_dir
+        self.context = mp.get_context("spawn")
+        self.processes: dict[str, mp.process.BaseProcess] = {}
+        self.specs: dict[str, RoleSpec] = {}
+        self.restarts: dict[str, int] = {}
+        config_dict = asdict(config)
+        roles = [("replay", 0), ("trainer", 0), ("evaluator", 0)]
+        roles += [("reanalyzer", j) for j in range(plan.reanalyzers)]
+        roles += [("refresher", j) for j in range(plan.refreshers)]
+        roles += [("actor", i) for i in range(plan.actors)]
+        for role, index in roles:
+            spec = RoleSpec(role, index, run_id, str(run_dir), config_dict, plan, plan.threads[role])
+            self.specs[spec.name] = spec
+            self.restarts[spec.name] = 0
+
+    def start(self, name: str) -> None:
+        process = self.context.Process(target=role_main, args=(self.specs[name],), name=f"speedy-{name}", daemon=True)
+        process.start()
+        self.processes[name] = process
+
+    def start_all(self) -> None:
+        for name in self.specs:
+            self.start(name)
+
+    def check(self, board: Board, log) -> str | None:  # noqa: ANN001
+        """Restart failed roles. Returns 'trained' when the trainer finished its steps, else None."""
+        for name, process in list(self.processes.items()):
+            if process.is_alive() or process.exitcode is None:
+                continue
+            code = process.exitcode
+            del self.processes[name]
+            board.row(name).set("exit_code", code)
+            if code == 0:
+                if name == "trainer":
+                    return "trained"
+                continue  # an actor that used up its env budget
+            self.restarts[name] += 1
+            log_file = self.run_dir / "logs" / f"{name}.log"
+            if self.restarts[name] > self.config.roles.max_restarts:
+                raise RunFailedError(f"role {name} failed {self.restarts[name]} times (exit code {code}); "
+                                f"its tracebacks are in {log_file}")
+            log(f"[agent] {name} exited with code {code}; restart {self.restarts[name]}/"
+                f"{self.config.roles.max_restarts} (traceback in {log_file})")
+            board.row(name).add("restarts", 1)
+            self.start(name)
+        return None
+
+    def stop(self, timeout_s: float = 15.0) -> None:
+        deadline = time.monotonic() + timeout_s
+        for process in self.processes.values():
+            process.join(max(0.0, deadline - time.monotonic()))
+        for process in self.processes.values():
+            if process.is_alive():
+                process.terminate()
+        for process in self.processes.values():
+            process.join(2.0)
+            if process.is_alive():
+                process.kill()
+                process.join(1.0)
+
+
+class Progress:
+    """The live progress line and per-interval rates from board snapshots."""
+
+    def __init__(self, board: Board, start: float) -> None:
+        self.board, self.start = board, start
+        self.last = (start, board.snapshot())
+
+    def line(self) -> str:
+        now, snap = time.time(), self.board.snapshot()
+        then, prev = self.last
+        self.last = (now, snap)
+        dt = max(now - then, 1e-6)
+
+        def rate(prefix: str, field: str) -> float:
+            return sum(v[field] - prev[k][field] for k, v in snap.items() if k.startswith(prefix)) / dt
+
+        env = sum(v["env_steps"] for k, v in snap.items() if k.startswith("actor"))
+        trainer = snap["trainer"]
+        wait = (trainer["wait_input"] - prev["trainer"]["wait_input"]) / dt
+        evaluator = snap["evaluator"]
+        eval_text = f"{evaluator['eval_return']:.1f}" if evaluator["evals"] else "-"
+        returns = [v["episode_return"] for k, v in snap.items() if k.startswith("actor") and v["episodes"]]
+        play = f"{np.mean(returns):.1f}" if returns else "-"
+        return (f"[{now - self.start:6.0f}s] env {int(env)} ({rate('actor', 'env_steps'):.0f}/s) "
+                f"train {int(trainer['train_steps'])} ({rate('trainer', 'train_steps'):.1f}/s) "
+                f"selfplay {play} eval {eval_text} | reanalyzers {rate('reanalyzer', 'items'):.1f} batch/s "
+                f"| trainer starved {100 * min(1.0, wait):.0f}% | replay {int(snap['replay']['items'])}")
+
+
+def stage_table(board: Board, elapsed: float) -> str:
+    """Where the time went: each process's share of wall time per stage."""
+    rows = ["role          " + " ".join(f"{s[:12]:>12}" for s in STAGES)]
+    for name, values in board.snapshot().items():
+        if name == "agent":
+            continue
+        rows.append(f"{name:<13} " + " ".join(f"{100 * values[s] / max(elapsed, 1e-6):11.0f}%" for s in STAGES))
+    return "\n".join(rows)
+
+
+def run_single_box(config: Config, run_dir: Path, log: bool = True) -> RunSummary:
+    """Train with every role in its own process on this machine; returns the run summary."""
+    say = print if log else (lambda *a, **k: None)
+    plan = plan_roles(config)
+    run_id = f"r{os.getpid()}{uuid.uuid4().hex[:6]}"
+    stale = cleanup_stale()
+    if stale:
+        say(f"[agent] removed {len(stale)} shared-memory segment(s) left by killed runs")
+    say(f"[agent] {plan.actors} actor(s), {plan.reanalyzers} reanalyzer(s), {plan.refreshers} refresher(s), "
+        f"trainer threads {plan.threads['trainer']}; shared memory speedy_{run_id}_*", flush=True)
+    owned = create_shared_memory(config, plan, run_id)
+    board: Board = owned[0]
+    metrics = MetricsWriter(run_dir, "agent", tensorboard=False)
+    start = time.time()
+    board.set_control("start_time", start)
+    supervisor = Supervisor(config, plan, run_id, run_dir)
+    previous_term = signal.getsignal(signal.SIGTERM)
+
+    def on_term(signum, frame):  # noqa: ANN001, ARG001
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, on_term)
+    reason = "finished"
+    progress = Progress(board, start)
+    next_log = start + config.run.log_interval_s
+    try:
+        supervisor.start_all()
+        while True:
+            time.sleep(0.1)
+            if supervisor.check(board, say) == "trained":
+                reason = "trained"
+                break
+            if board.control("target_reached_env_steps"):
+                reason = "target reached"
+                break
+            if time.time() >= next_log:
+                next_log += config.run.log_interval_s
+                say(progress.line(), flush=True)
+                metrics.write(int(board.get("trainer", "train_steps")), {"roles": board.snapshot()})
+    except KeyboardInterrupt:
+        reason = "interrupted"
+        say("\n[agent] stopping (Ctrl-C / SIGTERM): final checkpoint, then shutting down", flush=True)
+    finally:
+        # Shutdown is bounded (joins with timeouts, then terminate/kill); further Ctrl-C/SIGTERM must not cut it
+        # short and leave processes or shared memory behind.
+        previous_int = signal.signal(signal.SIGINT, signal.SIG_IGN)
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        board.set_control("stop", 1)
+        supervisor.stop()
+        signal.signal(signal.SIGTERM, previous_term)
+        signal.signal(signal.SIGINT, previous_int)
+        elapsed = time.time() - start
+        snapshot = board.snapshot()
+        metrics.write(int(snapshot["trainer"]["train_steps"]), {"roles": snapshot, "reason": reason})
+        metrics.close()
+        summary = _summary(board, run_dir, start, elapsed)
+        table = stage_table(board, elapsed)
+        for handle in reversed(owned):
+            handle.close()
+    say(f"[agent] {reason} after {elapsed / 60:.1f} min\n{table}", flush=True)
+    (run_dir / "summary.json").write_text(json.dumps(asdict(summary), indent=2))
+    return summary
+
+
+def _summary(board: Board, run_dir: Path, start: float, elapsed: float) -> RunSummary:
+    from speedy.metrics import read_metrics
+
+    evals = read_metrics(run_dir / "metrics" / "evaluator.jsonl") if (run_dir / "metrics" /
+                                                                       "evaluator.jsonl").exists() else []
+    returns = [e["mean_return"] for e in evals if "mean_return" in e]
+    reached_steps = board.control("target_reached_env_steps")
+    reached_time = board.control("target_reached_time")
+    return RunSummary(
+        env_steps=int(board.column("env_steps", "actor").sum()),
+        train_steps=int(board.get("trainer", "train_steps")),
+        minutes=elapsed / 60,
+        best_eval_return=max(returns) if returns else None,
+        last_eval_return=returns[-1] if returns else None,
+        reached_target_env_steps=int(reached_steps) if reached_steps else None,
+        reached_target_minutes=(reached_time - start) / 60 if reached_time else None,
+        run_dir=str(run_dir),
+    )

@@ -1,0 +1,116 @@
+"""Dataclass messages over `speedy.shm` rings: array fields travel as raw payloads, the rest as msgpack fields.
+
+`send`/`receive` keep role code free of field lists: a message is a dataclass whose attributes are numpy arrays or
+msgpack-able scalars, and its class is named in the header so a reader can check it got what it expected.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+import numpy as np
+
+from speedy.shm.codec import Message
+from speedy.shm.mux import MuxReader
+from speedy.shm.ring import PeerDiedError, RingClosedError, RingReader, RingTimeoutError, RingWriter
+
+T = TypeVar("T")
+
+
+@dataclasses.dataclass
+class PriorityUpdate:
+    """New priorities (|error|, without ε) for sampled replay positions."""
+
+    index: np.ndarray  # (B,) int64
+    generation: np.ndarray  # (B,) int64
+    priorities: np.ndarray  # (B,) float32
+
+
+def encode_message(obj: Any) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+    fields: dict[str, Any] = {"type": type(obj).__name__}
+    arrays: dict[str, np.ndarray] = {}
+    for f in dataclasses.fields(obj):
+        value = getattr(obj, f.name)
+        if isinstance(value, np.ndarray):
+            arrays[f.name] = np.ascontiguousarray(value)
+        elif isinstance(value, np.generic):
+            fields[f.name] = value.item()
+        else:
+            fields[f.name] = value
+    return fields, arrays
+
+
+def decode_message(cls: type[T], msg: Message) -> T:
+    """Build `cls` from a message (arrays are copied, so the ring slot can be released at once)."""
+    kind = msg.fields.get("type")
+    if kind != cls.__name__:
+        raise TypeError(f"expected a {cls.__name__} message, got {kind!r}")
+    values = {f.name: (np.array(msg.arrays[f.name]) if f.name in msg.arrays else msg.fields[f.name])
+              for f in dataclasses.fields(cls)}
+    return cls(**values)
+
+
+POLL_S = 0.25  # how often a blocked sender/receiver looks at the stop flag
+
+
+class Outbox:
+    """Sends dataclass messages on one ring end, shared safely by several coroutines (one put at a time).
+
+    A full ring pushes back (the send waits); a peer that died or closed is waited out, since the node agent
+    restarts it; `send` gives up (returns False) only when the run is stopping."""
+
+    def __init__(self, writer: RingWriter, stopping: Callable[[], bool]) -> None:
+        self.writer = writer
+        self.stopping = stopping
+        self.lock = asyncio.Lock()
+
+    async def send(self, obj: Any) -> bool:
+        fields, arrays = encode_message(obj)
+        async with self.lock:
+            while not self.stopping():
+                try:
+                    await self.writer.aput(fields, arrays, timeout=POLL_S)
+                    return True
+                except RingTimeoutError:
+                    continue
+                except (RingClosedError, PeerDiedError):
+                    await asyncio.sleep(POLL_S)  # the agent restarts the peer
+        return False
+
+    def close(self) -> None:
+        self.writer.close()
+
+
+class Inbox:
+    """Receives dataclass messages from a ring reader or a many-to-one mux, shared by several coroutines."""
+
+    def __init__(self, reader: RingReader | MuxReader, stopping: Callable[[], bool]) -> None:
+        self.reader = reader
+        self.stopping = stopping
+        self.lock = asyncio.Lock()
+
+    async def receive(self, cls: type[T]) -> T | None:
+        """The next message as `cls`, or None once the run is stopping."""
+        async with self.lock:
+            while not self.stopping():
+                try:
+                    got = await self.reader.aget(timeout=POLL_S, copy=True)
+                except RingTimeoutError:
+                    continue
+                except (RingClosedError, PeerDiedError):
+                    await asyncio.sleep(POLL_S)
+                    continue
+                msg = got[1] if isinstance(got, tuple) else got
+                return decode_message(cls, msg)
+        return None
+
+    def close(self) -> None:
+        self.reader.close()
+
+
+def message_bytes(obj: Any) -> int:
+    """Payload bytes of a message (for sizing rings)."""
+    return sum(v.nbytes for v in vars(obj).values() if isinstance(v, np.ndarray)) + 1024

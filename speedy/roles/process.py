@@ -1,0 +1,67 @@
+"""Entry point of a role process: thread budget, uvloop, the role's coroutine, and a traceback log on failure."""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+import traceback
+from pathlib import Path
+
+from speedy.roles.context import RoleContext, RoleSpec
+from speedy.threads import limit_threads
+
+
+def _role_coroutine(ctx: RoleContext):  # noqa: ANN202 - returns the role's coroutine
+    role = ctx.spec.role
+    if role == "actor":
+        from speedy.roles.actor import run_actor
+
+        return run_actor(ctx)
+    if role == "replay":
+        from speedy.roles.replay import run_replay
+
+        return run_replay(ctx)
+    if role == "reanalyzer":
+        from speedy.roles.reanalyzer import run_reanalyzer
+
+        return run_reanalyzer(ctx)
+    if role == "refresher":
+        from speedy.roles.refresher import run_refresher
+
+        return run_refresher(ctx)
+    if role == "trainer":
+        from speedy.roles.trainer import run_trainer
+
+        return run_trainer(ctx)
+    if role == "evaluator":
+        from speedy.roles.evaluator import run_evaluator
+
+        return run_evaluator(ctx)
+    raise ValueError(f"unknown role {role!r}")
+
+
+def role_main(spec: RoleSpec) -> None:
+    """Run one role until the board's stop flag (or its own end); exit code 1 with a logged traceback on error."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the node agent's: it raises the stop flag
+    limit_threads(spec.threads)
+    ctx = None
+    try:
+        import uvloop
+
+        ctx = RoleContext(spec)
+        ctx.row.set("pid", os.getpid())
+        uvloop.run(_role_coroutine(ctx))
+    except BaseException:  # noqa: BLE001 - any failure is logged for the agent and ends the process
+        text = traceback.format_exc()
+        log_dir = Path(spec.run_dir) / "logs"
+        log_dir.mkdir(parents=True, exist_ok=True)
+        with (log_dir / f"{spec.name}.log").open("a", encoding="utf-8") as handle:
+            handle.write(text + "\n")
+        print(f"[{spec.name}] failed:\n{text}", file=sys.stderr, flush=True)
+        if ctx is not None:
+            ctx.close()
+        sys.exit(1)
+    ctx.close()
+
+

@@ -1,0 +1,95 @@
+"""Reanalyzer: sample windows from replay → value, value-prefix and re-searched policy targets → trainer.
+
+`roles.batches_in_flight` batches are worked on at once, each in its own worker thread, so one batch's tree work
+overlaps another's inference. Recent weights every `reanalyze.weight_update_interval` training steps; the target
+model follows the trainer's target slot.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+
+from speedy.components import reanalyze_settings, search_config
+from speedy.reanalyze import SampleWindows, compute_targets
+from speedy.roles.context import TARGET_WEIGHTS, Periodic, RoleContext
+from speedy.roles.messages import Inbox, Outbox
+from speedy.search import ModelSearch
+from speedy.shm.frames import FrameEvictedError
+from speedy.shm.mux import mux_writer
+from speedy.shm.ring import Ring
+
+
+async def run_reanalyzer(ctx: RoleContext) -> None:
+    config, index = ctx.config, ctx.spec.index
+    samples_in = Inbox(Ring.attach(ctx.spec.run_id, f"samples{index}").reader(), lambda: ctx.stopping)
+    batches_out = Outbox(mux_writer(ctx.spec.run_id, "batches", index), lambda: ctx.stopping)
+    frames = ctx.frame_source()
+    settings = reanalyze_settings(config, ctx.task)
+    in_flight = config.roles.batches_in_flight
+    executor = ThreadPoolExecutor(in_flight, thread_name_prefix="reanalyze")
+    loop = asyncio.get_running_loop()
+    report = Periodic(config.run.log_interval_s)
+    slow_s = config.roles.slow_reanalyzer_s if index == 0 else 0.0
+
+    # Each in-flight batch has its own recent and target model (weights are swapped only between its batches,
+    # never under another thread's forward pass) and its own search.
+    models = [ctx.new_model() for _ in range(in_flight)]
+    target_models = [ctx.new_model() for _ in range(in_flight)]
+    searches = [ModelSearch(m, search_config(config, ctx.task), ctx.device) for m in models]
+    versions = [await ctx.wait_for_weights(m) for m in models]
+    target_versions = [await ctx.wait_for_weights(m, TARGET_WEIGHTS) for m in target_models]
+    use_search = config.train.reanalyze_ratio > 0
+
+    def refresh_weights(k: int) -> None:
+        if ctx.train_steps() >= versions[k] + config.reanalyze.weight_update_interval:
+            versions[k] = max(versions[k], ctx.pull_weights(models[k]))
+            ctx.row.set("weights_version", versions[k])
+        if ctx.weights_version(TARGET_WEIGHTS) > target_versions[k]:
+            target_versions[k] = ctx.pull_weights(target_models[k], TARGET_WEIGHTS)
+
+    async def worker(k: int) -> None:
+        rng = np.random.default_rng(config.run.seed + 31 * index + k)
+        while not ctx.stopping:
+            with ctx.row.timed("wait_input"):
+                windows = await samples_in.receive(SampleWindows)
+            if windows is None:
+                return
+            refresh_weights(k)
+            search = searches[k]
+            tree, inference = search.tree_seconds, search.inference_seconds
+            start = time.perf_counter()
+            try:
+                targets = await loop.run_in_executor(
+                    executor, compute_targets, windows, ctx.layout, frames, target_models[k],
+                    search if use_search else None, settings, rng, ctx.device)
+            except FrameEvictedError:
+                continue  # its block was evicted while in flight; the next sample is fresh
+            elapsed = time.perf_counter() - start
+            tree_s, inference_s = search.tree_seconds - tree, search.inference_seconds - inference
+            ctx.row.add("busy_tree", tree_s)
+            ctx.row.add("busy_inference", inference_s)
+            ctx.row.add("busy_targets", max(0.0, elapsed - tree_s - inference_s))
+            if slow_s:
+                with ctx.row.timed("busy_targets"):
+                    await asyncio.sleep(slow_s)
+            with ctx.row.timed("wait_output"):
+                await batches_out.send(targets)
+            ctx.row.add("items", 1)
+
+    async def beat() -> None:
+        while not ctx.stopping:
+            ctx.row.beat()
+            if report.due():
+                ctx.write_stats({})
+            await asyncio.sleep(0.1)
+
+    try:
+        await asyncio.gather(beat(), *(worker(k) for k in range(in_flight)))
+    finally:
+        executor.shutdown(wait=True)
+        samples_in.close()
+        batches_out.close()

@@ -1,0 +1,101 @@
+"""Replay: stores actors' blocks, serves sample windows to reanalyzers and refresh chunks to refreshers, applies
+priority updates from the trainer and the refreshers. One asyncio task per input and per consumer; the rings'
+back-pressure paces sampling (a reanalyzer that is busy simply has a full ring)."""
+
+from __future__ import annotations
+
+import asyncio
+
+import numpy as np
+
+from speedy.reanalyze import sample_windows
+from speedy.replay import ReplayBuffer, SampledPositions, TrajectoryBlock
+from speedy.roles.context import Periodic, RoleContext
+from speedy.roles.messages import Inbox, Outbox, PriorityUpdate
+from speedy.shm.mux import MuxReader
+from speedy.shm.ring import Ring
+from speedy.targets import beta_schedule
+
+
+async def run_replay(ctx: RoleContext) -> None:
+    config = ctx.config
+    replay = ReplayBuffer(ctx.layout, config.replay.capacity, config.replay.alpha, config.replay.priority_eps)
+    rng = np.random.default_rng(config.run.seed + 7)
+    run_id, plan = ctx.spec.run_id, ctx.spec.plan
+    stopping = lambda: ctx.stopping  # noqa: E731
+    blocks_in = Inbox(MuxReader.attach(run_id, "blocks"), stopping)
+    priorities_in = Inbox(MuxReader.attach(run_id, "priorities"), stopping)
+    samples_out = [Outbox(Ring.attach(run_id, f"samples{j}").writer(), stopping) for j in range(plan.reanalyzers)]
+    refresh_out = [Outbox(Ring.attach(run_id, f"refresh{j}").writer(), stopping) for j in range(plan.refreshers)]
+    ready = min(config.replay.start_env_steps, config.run.max_env_steps // 2)
+    sweep = {"cursor": 0}
+
+    async def ingest() -> None:
+        while not ctx.stopping:
+            with ctx.row.timed("wait_input"):
+                block = await blocks_in.receive(TrajectoryBlock)
+            if block is None:
+                return
+            with ctx.row.timed("transport"):
+                replay.add(block)
+            ctx.row.set("items", replay.num_positions)
+
+    async def apply_priorities() -> None:
+        while not ctx.stopping:
+            update = await priorities_in.receive(PriorityUpdate)
+            if update is None:
+                return
+            replay.update_priorities(update.index, update.generation, update.priorities)
+
+    async def wait_until_ready() -> None:
+        while replay.num_positions < max(1, ready) and not ctx.stopping:
+            await asyncio.sleep(0.05)
+
+    async def serve_samples(j: int) -> None:
+        await wait_until_ready()
+        while not ctx.stopping:
+            beta = beta_schedule(ctx.training_progress(), config.replay.beta_start, config.replay.beta_end)
+            sample = replay.sample(config.train.batch_size, beta, rng)
+            windows = sample_windows(replay, sample, ctx.total_env_steps())
+            with ctx.row.timed("wait_output"):
+                await samples_out[j].send(windows)
+
+    async def serve_refresh(j: int) -> None:
+        await wait_until_ready()
+        chunk = config.roles.refresh_chunk
+        while not ctx.stopping:
+            live = np.flatnonzero(replay.tree.get(np.arange(replay.tree.capacity)) > 0)
+            if live.size == 0:
+                await asyncio.sleep(0.1)
+                continue
+            start = sweep["cursor"] % live.size
+            index = live[start : start + chunk]
+            sweep["cursor"] = start + len(index)
+            if sweep["cursor"] >= live.size:
+                sweep["cursor"] = 0
+                ctx.row.add("sweeps", 1)
+            slot, position = np.divmod(index, ctx.layout.block_length)
+            sample = SampledPositions(index, slot, position, replay.generation[slot].copy(),
+                                      np.ones(len(index), np.float32))
+            if await refresh_out[j].send(sample_windows(replay, sample, ctx.total_env_steps())):
+                ctx.row.add("refresh_positions", len(index))
+
+    async def report() -> None:
+        periodic = Periodic(config.run.log_interval_s)
+        while not ctx.stopping:
+            ctx.row.beat()
+            if periodic.due():
+                ctx.write_stats({"positions": replay.num_positions, "blocks_added": replay.blocks_added,
+                                 "max_priority": replay.max_priority})
+            await asyncio.sleep(0.1)
+
+    tasks = [ingest(), apply_priorities(), report()]
+    tasks += [serve_samples(j) for j in range(plan.reanalyzers)]
+    tasks += [serve_refresh(j) for j in range(plan.refreshers)]
+    try:
+        await asyncio.gather(*tasks)
+    finally:
+        for end in [*samples_out, *refresh_out]:
+            end.close()
+        blocks_in.close()
+        priorities_in.close()

@@ -1,0 +1,95 @@
+"""Trainer: ready batches from the reanalyzers → optimizer steps; publishes weights and priorities.
+
+A prefetch task gathers the next batches' frames (by ref, from the node's frame stores) while the current step runs
+in a worker thread. Weights go to the shared slot every min(actor, reanalyzer) update interval; the target slot
+every `train.target_update_interval`. On stop it writes the final checkpoint.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict
+from pathlib import Path
+
+from speedy.checkpoint import save_checkpoint
+from speedy.learner import Learner
+from speedy.losses import TrainingBatch
+from speedy.reanalyze import BatchTargets
+from speedy.roles.context import LATEST_WEIGHTS, TARGET_WEIGHTS, Periodic, RoleContext
+from speedy.roles.messages import Inbox, Outbox, PriorityUpdate
+from speedy.shm.frames import FrameEvictedError
+from speedy.shm.mux import MuxReader, mux_writer
+from speedy.shm.weights import WeightSlot
+
+PREFETCH = 2
+
+
+async def run_trainer(ctx: RoleContext) -> None:
+    config = ctx.config
+    model = ctx.new_model()
+    await ctx.wait_for_weights(model)  # the node agent publishes the initial weights (or the last ones on restart)
+    learner = Learner(model, config, ctx.task.frame_stack, ctx.device)
+    learner.step = max(0, ctx.weights_version())
+    ctx.row.set("train_steps", learner.step)
+    batches_in = Inbox(MuxReader.attach(ctx.spec.run_id, "batches"), lambda: ctx.stopping)
+    priorities_out = Outbox(mux_writer(ctx.spec.run_id, "priorities", 0), lambda: ctx.stopping)
+    latest = WeightSlot.attach(ctx.spec.run_id, LATEST_WEIGHTS)
+    target = WeightSlot.attach(ctx.spec.run_id, TARGET_WEIGHTS)
+    frames = ctx.frame_source()
+    publish_every = min(config.actor.weight_update_interval, config.reanalyze.weight_update_interval)
+    total = config.total_train_steps
+    queue: asyncio.Queue[tuple[BatchTargets, TrainingBatch]] = asyncio.Queue(PREFETCH)
+    executor = ThreadPoolExecutor(1, thread_name_prefix="train")
+    loop = asyncio.get_running_loop()
+    report = Periodic(config.run.log_interval_s)
+
+    async def prefetch() -> None:
+        while not ctx.stopping:
+            targets = await batches_in.receive(BatchTargets)
+            if targets is None:
+                return
+            with ctx.row.timed("transport"):
+                try:
+                    batch = targets.training_batch(frames)
+                except FrameEvictedError:
+                    continue
+            await queue.put((targets, batch))
+
+    async def train() -> None:
+        while not ctx.stopping and learner.step < total:
+            ctx.row.beat()
+            with ctx.row.timed("wait_input"):
+                try:
+                    targets, batch = await asyncio.wait_for(queue.get(), timeout=0.25)
+                except TimeoutError:
+                    continue
+            with ctx.row.timed("busy_train"):
+                stats = await loop.run_in_executor(executor, learner.train_step, batch)
+            ctx.row.set("train_steps", learner.step)
+            with ctx.row.timed("wait_output"):
+                await priorities_out.send(PriorityUpdate(targets.index, targets.generation, stats.priorities))
+            if learner.step % publish_every == 0:
+                with ctx.row.timed("weights"):
+                    latest.publish_state_dict(model.state_dict(), learner.step)
+            if learner.step % config.train.target_update_interval == 0:
+                with ctx.row.timed("weights"):
+                    target.publish_state_dict(model.state_dict(), learner.step)
+            if learner.step % 10 == 0 or report.due():
+                ctx.write_stats({k: v for k, v in asdict(stats).items() if k != "priorities"})
+
+    feeder = asyncio.ensure_future(prefetch())
+    try:
+        await train()
+    finally:
+        feeder.cancel()
+        await asyncio.gather(feeder, return_exceptions=True)
+        executor.shutdown(wait=True)
+        latest.publish_state_dict(model.state_dict(), learner.step)
+        save_checkpoint(Path(ctx.spec.run_dir) / "checkpoint.pt", {
+            "model": model.state_dict(), "optimizer": learner.optimizer.state_dict(), "train_steps": learner.step,
+            "env_steps": ctx.total_env_steps(), "config": asdict(config)})
+        batches_in.close()
+        priorities_out.close()
+        latest.close()
+        target.close()
