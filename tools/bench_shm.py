@@ -2,15 +2,19 @@
 
 Measures (producer and consumer are separate spawned processes, each pinned to its own core
 when the machine has two or more):
-  * msgs/s for 64-byte messages: raw batch API (put_many/get_many), codec API (put/get one by one)
-    and multiprocessing.Queue;
+  * msgs/s for 64-byte messages: raw batch API (put_many/get_many), codec API one by one
+    (put/get), batched codec API (put_batch/get_batch, 64 per batch) and multiprocessing.Queue;
   * GB/s for 28,224-byte (4x84x84 uint8 frame stack) and 1 MiB payloads through the codec API:
     codec_* = producer copies the array in, consumer copies it out of its view (two copies);
     codec_zerocopy_* = consumer uses the zero-copy view and releases it (one copy); next to
     multiprocessing.Queue and a plain single-process np.copyto of the same bytes;
   * CPU % of an idle consumer blocked in get() (and in an asyncio aget()).
 
-Usage: python tools/bench_shm.py [--json] [--quick]
+The machine is shared, so every figure is the median of --reps repetitions (interleaved, so
+load swings hit every metric alike), reported with its min/max and the 1-minute load average
+before and after. Children run with one BLAS/OpenMP thread.
+
+Usage: python tools/bench_shm.py [--json] [--quick] [--reps N]
 """
 
 from __future__ import annotations
@@ -19,12 +23,17 @@ import argparse
 import json
 import multiprocessing as mp
 import os
+import statistics
 import time
+
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+os.environ.setdefault("MKL_NUM_THREADS", "1")
 
 import numpy as np
 import psutil
 
-from speedy.shm import Ring, RingClosedError, unlink_owned
+from speedy.shm import Message, Ring, RingClosedError, unlink_owned
 
 RUN_ID = f"bench{os.getpid()}"
 FRAME_STACK = 4 * 84 * 84
@@ -62,6 +71,18 @@ def _codec_consumer(run_id: str, name: str, n: int, copy_out: bool, results: mp.
             np.copyto(out, arr)  # consumer really reads the bytes
         msg.release()
     results.put((time.perf_counter(), n, 0))
+
+
+def _batch_consumer(run_id: str, name: str, n: int, results: mp.Queue) -> None:
+    _pin(1)
+    r = Ring.attach(run_id, name).reader()
+    got = 0
+    while got < n:
+        batch = r.get_batch(256)
+        for msg in batch:
+            msg.release()
+        got += len(batch)
+    results.put((time.perf_counter(), got, 0))
 
 
 def _queue_consumer(q: mp.Queue, n: int, results: mp.Queue) -> None:
@@ -137,6 +158,22 @@ def bench_codec(n: int, nbytes: int, copy_out: bool = True) -> float:
     return n / dt
 
 
+def bench_codec_batch(n: int, batch: int = 64) -> float:
+    """msgs/s of small codec messages ({"i": int} + a 32-byte int64[4] array) via put_batch/get_batch."""
+    ring = Ring.create(RUN_ID, "cbatch", 1 << 22)
+    w = ring.writer()
+    ids = np.arange(4, dtype=np.int64)
+    n = n // batch * batch
+
+    def produce() -> None:
+        for k in range(0, n, batch):
+            w.put_batch([Message({"i": i}, {"ids": ids}) for i in range(k, k + batch)])
+
+    dt = _run_pair(_batch_consumer, (RUN_ID, "cbatch", n), produce)
+    ring.close()
+    return n / dt
+
+
 def bench_queue(n: int, nbytes: int) -> float:
     ctx = mp.get_context("spawn")
     q = ctx.Queue(maxsize=1024)
@@ -187,37 +224,57 @@ def bench_idle(use_async: bool, seconds: float) -> float:
         ring.close()
 
 
+def one_rep(scale: float) -> dict[str, float]:
+    """One repetition of every measurement."""
+    res: dict[str, float] = {}
+    res["raw_64B_msgs_per_s"] = bench_raw_small(int(4_000_000 * scale))
+    res["codec_64B_msgs_per_s"] = bench_codec(int(200_000 * scale), 0)
+    res["codec_batch_64B_msgs_per_s"] = bench_codec_batch(int(400_000 * scale))
+    res["queue_64B_msgs_per_s"] = bench_queue(int(200_000 * scale), 64)
+    for label, nbytes, n in (("28KB", FRAME_STACK, 40_000), ("1MiB", 1 << 20, 2_000)):
+        n = int(n * scale)
+        ring_bytes = max(1 << 22, 8 * nbytes + (1 << 16))
+        res[f"codec_{label}_GBps"] = bench_codec(n, nbytes) * nbytes / 1e9
+        res[f"queue_{label}_GBps"] = bench_queue(max(n // 4, 100), nbytes) * nbytes / 1e9
+        res[f"copyto_{label}_GBps"] = bench_copyto(nbytes, ring_bytes)
+        res[f"codec_{label}_vs_copyto"] = res[f"codec_{label}_GBps"] / res[f"copyto_{label}_GBps"]
+        res[f"codec_zerocopy_{label}_GBps"] = bench_codec(n, nbytes, copy_out=False) * nbytes / 1e9
+        res[f"codec_zerocopy_{label}_vs_copyto"] = (res[f"codec_zerocopy_{label}_GBps"]
+                                                     / res[f"copyto_{label}_GBps"])
+    res["idle_consumer_cpu_pct"] = bench_idle(False, 3.0 * max(scale, 0.5))
+    res["idle_async_consumer_cpu_pct"] = bench_idle(True, 3.0 * max(scale, 0.5))
+    return res
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
     ap.add_argument("--quick", action="store_true", help="fewer messages (noisier)")
+    ap.add_argument("--reps", type=int, default=3, help="repetitions; the median is reported (default 3)")
     a = ap.parse_args()
+    if a.reps < 1:
+        raise SystemExit(f"--reps must be >= 1, got {a.reps}")
     _pin(0)
     scale = 0.25 if a.quick else 1.0
-    res: dict[str, float] = {}
+    load_before = os.getloadavg()[0]
+    reps: list[dict[str, float]] = []
     try:
-        res["raw_64B_msgs_per_s"] = bench_raw_small(int(4_000_000 * scale))
-        res["codec_64B_msgs_per_s"] = bench_codec(int(200_000 * scale), 0)
-        res["queue_64B_msgs_per_s"] = bench_queue(int(200_000 * scale), 64)
-        for label, nbytes, n in (("28KB", FRAME_STACK, 40_000), ("1MiB", 1 << 20, 2_000)):
-            n = int(n * scale)
-            ring_bytes = max(1 << 22, 8 * nbytes + (1 << 16))
-            res[f"codec_{label}_GBps"] = bench_codec(n, nbytes) * nbytes / 1e9
-            res[f"queue_{label}_GBps"] = bench_queue(max(n // 4, 100), nbytes) * nbytes / 1e9
-            res[f"copyto_{label}_GBps"] = bench_copyto(nbytes, ring_bytes)
-            res[f"codec_{label}_vs_copyto"] = res[f"codec_{label}_GBps"] / res[f"copyto_{label}_GBps"]
-            res[f"codec_zerocopy_{label}_GBps"] = bench_codec(n, nbytes, copy_out=False) * nbytes / 1e9
-            res[f"codec_zerocopy_{label}_vs_copyto"] = (res[f"codec_zerocopy_{label}_GBps"]
-                                                         / res[f"copyto_{label}_GBps"])
-        res["idle_consumer_cpu_pct"] = bench_idle(False, 3.0 * max(scale, 0.5))
-        res["idle_async_consumer_cpu_pct"] = bench_idle(True, 3.0 * max(scale, 0.5))
+        for _ in range(a.reps):
+            reps.append(one_rep(scale))
     finally:
         unlink_owned()
+    load_after = os.getloadavg()[0]
+    table = {k: {"median": statistics.median(r[k] for r in reps), "min": min(r[k] for r in reps),
+                 "max": max(r[k] for r in reps)} for k in reps[0]}
+    meta = {"reps": a.reps, "quick": a.quick, "cpus": os.cpu_count(), "loadavg_1min_before": load_before,
+            "loadavg_1min_after": load_after}
     if a.json:
-        print(json.dumps(res, indent=1))
-    else:
-        for k, v in res.items():
-            print(f"{k:32s} {v:14,.3f}")
+        print(json.dumps({"meta": meta, "results": table}, indent=1))
+        return
+    print(f"# {a.reps} reps, median [min .. max]; {os.cpu_count()} CPUs; "
+          f"1-min load average {load_before:.2f} before, {load_after:.2f} after")
+    for k, v in table.items():
+        print(f"{k:36s} {v['median']:14,.3f}   [{v['min']:,.3f} .. {v['max']:,.3f}]")
 
 
 if __name__ == "__main__":

@@ -127,7 +127,6 @@ _CACHE_MAX = 512
 _HEAD_F = b"\x82\xa1f"  # msgpack: map of 2, key "f"
 _KEY_A = b"\xa1a"  # msgpack: key "a"
 _EMPTY_TABLE = _EncTable(msgpack.packb([]), (), 0)
-_packb = msgpack.Packer(use_bin_type=True).pack
 
 
 def _enc_table(key: tuple, arrays: list[np.ndarray]) -> _EncTable:
@@ -164,7 +163,7 @@ def _header(fields: Mapping[str, Any], packed_table: bytes) -> bytes:
         if type(key) is not str and not isinstance(key, str):
             raise CodecError(f"field names must be str, got {key!r}")
     try:
-        packed_fields = _packb(fields if type(fields) is dict else dict(fields))
+        packed_fields = msgpack.packb(fields if type(fields) is dict else dict(fields), use_bin_type=True)
     except (TypeError, ValueError, OverflowError) as e:
         raise CodecError(f"fields are not msgpack-serializable: {e}") from e
     return b"".join((_HEAD_F, packed_fields, _KEY_A, packed_table))

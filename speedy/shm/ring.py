@@ -145,7 +145,8 @@ class Ring:
         rbell = reader_bell or f"{path}.bell-r"
         wbell = f"{path}.bell-w"
         seg = Segment.create(run_id, name, CTRL_BYTES + capacity, {"kind": "ring", "capacity": capacity,
-                                                                      "rbell": rbell, "wbell": wbell})
+                                                                      "rbell": rbell, "wbell": wbell},
+                             populate=True)  # no first-touch page faults on the hot path
         if reader_bell is None:
             Doorbell.create(rbell).close()
         Doorbell.create(wbell).close()
@@ -154,7 +155,7 @@ class Ring:
     @classmethod
     def attach(cls, run_id: str, name: str) -> Ring:
         """Attach to an existing ring."""
-        seg = Segment.attach(run_id, name)
+        seg = Segment.attach(run_id, name, populate=True)
         if seg.meta.get("kind") != "ring":
             raise ValueError(f"segment {seg.path.name} is a {seg.meta.get('kind')!r}, not a ring")
         return cls(seg)
