@@ -55,6 +55,8 @@ async def run_actor(ctx: RoleContext) -> None:
     try:
         while not ctx.stopping and ctx.row.get("env_steps") < budget:
             ctx.row.beat()
+            if await ctx.wait_while_paused("wait_output"):
+                continue
             if not may_collect(ctx):
                 with ctx.row.timed("wait_output"):
                     await asyncio.sleep(0.01)

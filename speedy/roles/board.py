@@ -26,7 +26,7 @@ FIELDS = (
     "wait_input", "wait_output", "transport", "weights",
 )
 STAGES = tuple(f for f in FIELDS if f.startswith(("busy_", "wait_")) or f in ("transport", "weights"))
-CONTROLS = ("stop", "target_reached_env_steps", "target_reached_time", "start_time")
+CONTROLS = ("stop", "pause", "target_reached_env_steps", "target_reached_time", "start_time")
 _FIELD_INDEX = {name: i for i, name in enumerate(FIELDS)}
 _CONTROL_INDEX = {name: i for i, name in enumerate(CONTROLS)}
 
@@ -71,6 +71,10 @@ class Board:
     @property
     def stopping(self) -> bool:
         return self.controls[_CONTROL_INDEX["stop"]] != 0
+
+    @property
+    def paused(self) -> bool:
+        return self.controls[_CONTROL_INDEX["pause"]] != 0
 
     def snapshot(self) -> dict[str, dict[str, float]]:
         return {name: dict(zip(FIELDS, self.rows[i].tolist(), strict=True)) for i, name in enumerate(self.row_names)}

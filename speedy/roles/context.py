@@ -77,6 +77,20 @@ class RoleContext:
     def stopping(self) -> bool:
         return self.board.stopping
 
+    @property
+    def paused(self) -> bool:
+        return self.board.paused
+
+    async def wait_while_paused(self, stage: str = "wait_input") -> bool:
+        """Sleep (not spin) while the agent has paused the run; True if it was paused."""
+        if not self.board.paused:
+            return False
+        with self.row.timed(stage):
+            while self.board.paused and not self.stopping:
+                self.row.beat()
+                await asyncio.sleep(0.1)
+        return True
+
     def new_model(self) -> EfficientZeroNet:
         return build_model(self.config, self.task, self.device).eval()
 

@@ -72,6 +72,12 @@ def _ring_bytes(message_bytes: int, messages: int) -> int:
     return max(4096, (messages * (message_bytes + 512) + 63) // 64 * 64)
 
 
+def _mux(run_id: str, name: str, producers: int, capacity: int) -> list:
+    """A many-to-one channel's rings plus its header segment (closing all of them removes the mux)."""
+    rings = create_mux(run_id, name, producers, capacity)
+    return [*rings, rings[0].mux_segment]
+
+
 def create_shared_memory(config: Config, plan: RolePlan, run_id: str) -> list:
     """Create every segment of the run (see module docstring); returns the owning handles (close = unlink)."""
     spec = task_spec(config)
@@ -88,11 +94,11 @@ def create_shared_memory(config: Config, plan: RolePlan, run_id: str) -> list:
     capacity = frame_store_capacity(config, layout, config.actor.num_envs, plan.actors)
     owned += [FrameStore.create(run_id, f"frames{i}", spec.frame_shape, spec.frame_dtype, capacity)
               for i in range(plan.actors)]
-    owned += create_mux(run_id, "blocks", plan.actors, _ring_bytes(block_bytes, 64))
+    owned += _mux(run_id, "blocks", plan.actors, _ring_bytes(block_bytes, 64))
     owned += [Ring.create(run_id, f"samples{j}", _ring_bytes(window_bytes, in_flight + 1))
               for j in range(plan.reanalyzers)]
-    owned += create_mux(run_id, "batches", plan.reanalyzers, _ring_bytes(target_bytes, in_flight + 1))
-    owned += create_mux(run_id, "priorities", 1 + plan.refreshers, _ring_bytes(B * 24 + chunk_bytes // 4, 16))
+    owned += _mux(run_id, "batches", plan.reanalyzers, _ring_bytes(target_bytes, in_flight + 1))
+    owned += _mux(run_id, "priorities", 1 + plan.refreshers, _ring_bytes(B * 24 + chunk_bytes // 4, 16))
     owned += [Ring.create(run_id, f"refresh{j}", _ring_bytes(chunk_bytes, 2)) for j in range(plan.refreshers)]
     model = build_model(config, spec, torch.device("cpu"))
     state = model.state_dict()
@@ -215,6 +221,7 @@ def run_single_box(config: Config, run_dir: Path, log: bool = True) -> RunSummar
     stale = cleanup_stale()
     if stale:
         say(f"[agent] removed {len(stale)} shared-memory segment(s) left by killed runs")
+    say(f"[agent] pid {os.getpid()}: Ctrl-C stops (final checkpoint kept), SIGUSR1 pauses/resumes", flush=True)
     say(f"[agent] {plan.actors} actor(s), {plan.reanalyzers} reanalyzer(s), {plan.refreshers} refresher(s), "
         f"trainer threads {plan.threads['trainer']}; shared memory speedy_{run_id}_*", flush=True)
     owned = create_shared_memory(config, plan, run_id)
@@ -228,7 +235,13 @@ def run_single_box(config: Config, run_dir: Path, log: bool = True) -> RunSummar
     def on_term(signum, frame):  # noqa: ANN001, ARG001
         raise KeyboardInterrupt
 
+    def on_usr1(signum, frame):  # noqa: ANN001, ARG001
+        paused = not board.paused
+        board.set_control("pause", 1.0 if paused else 0.0)
+        say(f"[agent] {'paused' if paused else 'resumed'} (SIGUSR1 toggles)", flush=True)
+
     signal.signal(signal.SIGTERM, on_term)
+    previous_usr1 = signal.signal(signal.SIGUSR1, on_usr1)
     reason = "finished"
     progress = Progress(board, start)
     next_log = start + config.run.log_interval_s
@@ -258,6 +271,7 @@ def run_single_box(config: Config, run_dir: Path, log: bool = True) -> RunSummar
         supervisor.stop()
         signal.signal(signal.SIGTERM, previous_term)
         signal.signal(signal.SIGINT, previous_int)
+        signal.signal(signal.SIGUSR1, previous_usr1)
         elapsed = time.time() - start
         snapshot = board.snapshot()
         metrics.write(int(snapshot["trainer"]["train_steps"]), {"roles": snapshot, "reason": reason})

@@ -51,7 +51,9 @@ def role_main(spec: RoleSpec) -> None:
 
         ctx = RoleContext(spec)
         ctx.row.set("pid", os.getpid())
+        ctx.write_stats({"event": "start"})
         uvloop.run(_role_coroutine(ctx))
+        ctx.write_stats({"event": "stop"})
     except BaseException:  # noqa: BLE001 - any failure is logged for the agent and ends the process
         text = traceback.format_exc()
         log_dir = Path(spec.run_dir) / "logs"

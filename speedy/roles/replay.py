@@ -54,6 +54,8 @@ async def run_replay(ctx: RoleContext) -> None:
     async def serve_samples(j: int) -> None:
         await wait_until_ready()
         while not ctx.stopping:
+            if await ctx.wait_while_paused("wait_output"):
+                continue
             beta = beta_schedule(ctx.training_progress(), config.replay.beta_start, config.replay.beta_end)
             sample = replay.sample(config.train.batch_size, beta, rng)
             windows = sample_windows(replay, sample, ctx.total_env_steps())
@@ -64,6 +66,8 @@ async def run_replay(ctx: RoleContext) -> None:
         await wait_until_ready()
         chunk = config.roles.refresh_chunk
         while not ctx.stopping:
+            if await ctx.wait_while_paused("wait_output"):
+                continue
             live = np.flatnonzero(replay.tree.get(np.arange(replay.tree.capacity)) > 0)
             if live.size == 0:
                 await asyncio.sleep(0.1)

@@ -59,6 +59,8 @@ async def run_trainer(ctx: RoleContext) -> None:
     async def train() -> None:
         while not ctx.stopping and learner.step < total:
             ctx.row.beat()
+            if await ctx.wait_while_paused():
+                continue
             with ctx.row.timed("wait_input"):
                 try:
                     targets, batch = await asyncio.wait_for(queue.get(), timeout=0.25)

@@ -1,0 +1,140 @@
+"""The single-box system with real processes, real shared memory and real environments (tiny networks)."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import psutil
+import pytest
+
+from speedy.config import build_config
+from speedy.metrics import read_metrics
+from speedy.roles.launch import run_single_box
+
+from .conftest import TINY_MODEL, speedy_segments
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+@pytest.mark.timeout(300)
+def test_tiny_atari_run_with_every_role(tmp_path, no_leftovers):
+    config = build_config("atari100k", overrides=[
+        *TINY_MODEL, "env.frame_size=48", "replay.block_length=10", "replay.start_env_steps=40",
+        "replay.capacity=4000", "train.batch_size=4", "train.training_steps=8", "mcts.num_simulations=3",
+        "eval.num_simulations=2", "eval.episodes=1", "eval.interval=4", "env.max_frames_eval=200",
+        "actor.num_envs=2", "roles.actors=2", "roles.reanalyzers=2", "roles.refreshers=1",
+        "roles.refresh_chunk=32", "run.max_env_steps=2000", "run.log_interval_s=1", "train.reanalyze_ratio=0.5",
+    ])
+    summary = run_single_box(config, tmp_path, log=False)
+    assert summary.train_steps == 8
+    assert summary.env_steps >= 40
+    assert (tmp_path / "checkpoint.pt").exists()
+    files = {p.stem for p in (tmp_path / "metrics").glob("*.jsonl")}
+    assert {"agent", "replay", "trainer", "evaluator", "actor0", "actor1", "reanalyzer0", "reanalyzer1",
+            "refresher0"} <= files
+    assert read_metrics(tmp_path / "metrics" / "evaluator.jsonl")[-1]["event"] == "stop"
+    roles = read_metrics(tmp_path / "metrics" / "agent.jsonl")[-1]["roles"]
+    assert roles["reanalyzer0"]["items"] + roles["reanalyzer1"]["items"] >= 8  # both fed the trainer
+    assert roles["refresher0"]["items"] > 0  # priorities refreshed
+    assert roles["trainer"]["busy_train"] > 0 and roles["actor0"]["busy_tree"] > 0
+
+
+def _cartpole_config(extra: list[str]):
+    return build_config("cartpole", overrides=[
+        *TINY_MODEL, "replay.start_env_steps=64", "replay.block_length=16", "train.batch_size=16",
+        "mcts.num_simulations=4", "eval.interval=100000", "roles.actors=1", "roles.reanalyzers=1",
+        "roles.refreshers=-1", "run.log_interval_s=1", "train.env_steps_per_train_step=0", *extra,
+    ])
+
+
+def _fraction(roles: dict, role: str, stage: str, seconds: float) -> float:
+    return roles[role][stage] / seconds
+
+
+@pytest.mark.timeout(300)
+def test_slow_reanalyzer_starves_the_trainer_and_the_board_shows_why(tmp_path, no_leftovers):
+    runs = {}
+    for name, slow in (("normal", 0.0), ("slowed", 0.3)):
+        config = _cartpole_config(["train.training_steps=25", f"roles.slow_reanalyzer_s={slow}",
+                                   "roles.batches_in_flight=1"])
+        run_dir = tmp_path / name
+        run_dir.mkdir()
+        summary = run_single_box(config, run_dir, log=False)
+        roles = read_metrics(run_dir / "metrics" / "agent.jsonl")[-1]["roles"]
+        runs[name] = (roles, summary.minutes * 60)
+    normal, slowed = runs["normal"], runs["slowed"]
+    # the trainer waits for batches much longer per step when its only reanalyzer is slowed
+    wait_normal = normal[0]["trainer"]["wait_input"] / normal[0]["trainer"]["train_steps"]
+    wait_slowed = slowed[0]["trainer"]["wait_input"] / slowed[0]["trainer"]["train_steps"]
+    assert wait_slowed > wait_normal + 0.15
+    # ... and the reanalyzer's own figures say why: it is busy (not waiting for samples) most of the time
+    assert slowed[0]["reanalyzer0"]["busy_targets"] >= 0.25 * 25 * 0.8
+    assert slowed[0]["reanalyzer0"]["wait_input"] < slowed[0]["reanalyzer0"]["busy_targets"]
+
+
+def _agent_rows(run_dir: Path) -> dict | None:
+    path = run_dir / "metrics" / "agent.jsonl"
+    if not path.exists():
+        return None
+    records = read_metrics(path)
+    return records[-1]["roles"] if records else None
+
+
+def _wait_for(predicate, timeout: float, what: str):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.25)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+@pytest.mark.timeout(300)
+def test_kill_restart_pause_and_ctrl_c(tmp_path, no_leftovers):
+    """SIGKILL an actor → restarted; SIGUSR1 → paused and idle; SIGINT → stops within seconds, checkpoint kept,
+    no process or shared memory left."""
+    before = speedy_segments()
+    overrides = [*TINY_MODEL, "replay.start_env_steps=64", "replay.block_length=16", "train.batch_size=16",
+                 "mcts.num_simulations=4", "eval.interval=100000", "roles.actors=1", "roles.reanalyzers=1",
+                 "roles.refreshers=-1", "run.log_interval_s=0.5", "train.training_steps=100000"]
+    cmd = [sys.executable, str(REPO / "run.py"), "--preset", "cartpole", "--run-dir", str(tmp_path)]
+    for item in overrides:
+        cmd += ["--set", item]
+    agent = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=REPO)
+    try:
+        rows = _wait_for(lambda: (r := _agent_rows(tmp_path)) and r["trainer"]["train_steps"] > 5 and r,
+                         150, "training to start")
+        actor_pid = int(rows["actor0"]["pid"])
+        os.kill(actor_pid, signal.SIGKILL)
+        rows = _wait_for(lambda: (r := _agent_rows(tmp_path)) and r["actor0"]["restarts"] >= 1 and
+                         int(r["actor0"]["pid"]) not in (0, actor_pid) and r, 90, "actor0 to be restarted")
+        steps = rows["actor0"]["env_steps"]
+        _wait_for(lambda: (r := _agent_rows(tmp_path)) and r["actor0"]["env_steps"] > steps, 60,
+                  "the restarted actor to collect")
+        os.kill(agent.pid, signal.SIGUSR1)  # pause
+        time.sleep(3.0)
+        tree = [psutil.Process(agent.pid), *psutil.Process(agent.pid).children(recursive=True)]
+        start = {p.pid: sum(p.cpu_times()[:2]) for p in tree}
+        time.sleep(3.0)
+        used = sum(sum(p.cpu_times()[:2]) - start[p.pid] for p in tree if p.is_running())
+        assert used / 3.0 < 0.25, f"paused run used {used / 3.0:.2f} cores"
+        os.kill(agent.pid, signal.SIGINT)
+        t0 = time.monotonic()
+        output, _ = agent.communicate(timeout=60)
+        assert time.monotonic() - t0 < 30, "Ctrl-C took too long"
+    finally:
+        if agent.poll() is None:
+            agent.kill()
+            agent.communicate()
+    assert agent.returncode == 0, output[-3000:]
+    assert "interrupted" in output
+    assert (tmp_path / "checkpoint.pt").exists()
+    assert json.loads((tmp_path / "summary.json").read_text())["train_steps"] > 5
+    assert speedy_segments() - before == set()
