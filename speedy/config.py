@@ -274,12 +274,22 @@ def _read_toml(path: Path) -> dict[str, Any]:
         raise ConfigError(f"{path}: not valid TOML: {err}") from err
 
 
+def auto_preset() -> str:
+    """'auto' resolves to the Atari 100k preset on a machine with a CUDA GPU, else to CartPole (learns in minutes
+    on a laptop CPU)."""
+    import torch
+
+    return "atari100k" if torch.cuda.is_available() else "cartpole"
+
+
 def load_preset(name: str) -> dict[str, Any]:
+    if name == "auto":
+        name = auto_preset()
     path = PRESET_DIR / f"{name}.toml"
     if not path.exists():
         close = difflib.get_close_matches(name, available_presets(), n=3)
         hint = f" Did you mean {', '.join(close)}?" if close else ""
-        raise ConfigError(f"unknown preset {name!r}; available: {', '.join(available_presets())}.{hint}")
+        raise ConfigError(f"unknown preset {name!r}; available: auto, {', '.join(available_presets())}.{hint}")
     return _read_toml(path)
 
 
