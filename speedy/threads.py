@@ -9,7 +9,9 @@ from __future__ import annotations
 import contextlib
 import os
 
-_BLAS_VARS = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS", "NUMBA_NUM_THREADS")
+# Not NUMBA_NUM_THREADS: numba re-reads it when it compiles, and a value other than the one its thread pool was
+# started with is an error; numba.set_num_threads below limits this process instead.
+_BLAS_VARS = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")
 
 
 def limit_threads(num_threads: int) -> None:

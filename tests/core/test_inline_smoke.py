@@ -28,7 +28,8 @@ def _check_run_dir(run_dir: Path, summary) -> None:
 
 def test_cartpole_inline_smoke(tmp_path):
     config = build_config("cartpole", overrides=[
-        *TINY_MODEL, "run.max_env_steps=200", "train.training_steps=100", "run.max_train_steps=100",
+        *TINY_MODEL, "run.max_env_steps=400", "train.training_steps=100", "run.max_train_steps=100",
+        "replay.block_length=16",
         "replay.start_env_steps=64", "train.batch_size=16", "eval.episodes=2", "eval.interval=50",
         "mcts.num_simulations=4", "eval.num_simulations=4", "train.reanalyze_ratio=0.5",
         "train.target_update_interval=20", "run.stop_eval_return=0",
