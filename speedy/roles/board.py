@@ -26,7 +26,7 @@ FIELDS = (
     "wait_input", "wait_output", "transport", "weights",
 )
 STAGES = tuple(f for f in FIELDS if f.startswith(("busy_", "wait_")) or f in ("transport", "weights"))
-CONTROLS = ("stop", "pause", "target_reached_env_steps", "target_reached_time", "start_time")
+CONTROLS = ("stop", "pause", "final_eval", "target_reached_env_steps", "target_reached_time", "start_time")
 _FIELD_INDEX = {name: i for i, name in enumerate(FIELDS)}
 _CONTROL_INDEX = {name: i for i, name in enumerate(CONTROLS)}
 

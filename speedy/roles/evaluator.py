@@ -26,10 +26,12 @@ async def run_evaluator(ctx: RoleContext) -> None:
     executor = ThreadPoolExecutor(1, thread_name_prefix="eval")
     loop = asyncio.get_running_loop()
     next_eval = config.eval.interval
+    ctx.row.set("eval_train_steps", -1)
     try:
         while not ctx.stopping:
             ctx.row.beat()
-            if ctx.train_steps() < next_eval:
+            final = ctx.board.control("final_eval") != 0 and ctx.row.get("eval_train_steps") < ctx.train_steps()
+            if ctx.train_steps() < next_eval and not final:
                 with ctx.row.timed("wait_input"):
                     await asyncio.sleep(0.1)
                 continue

@@ -213,6 +213,20 @@ def stage_table(board: Board, elapsed: float) -> str:
     return "\n".join(rows)
 
 
+def final_evaluation(board: Board, supervisor: Supervisor, say, timeout_s: float = 600.0) -> None:  # noqa: ANN001
+    """After the last training step: one evaluation of the final weights (unless one just ran)."""
+    final_step = board.get("trainer", "train_steps")
+    if board.get("evaluator", "eval_train_steps") >= final_step:
+        return
+    say("[agent] training finished; evaluating the final weights", flush=True)
+    board.set_control("final_eval", 1)
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline and board.get("evaluator", "eval_train_steps") < final_step:
+        if supervisor.check(board, say) is not None or "evaluator" not in supervisor.processes:
+            return
+        time.sleep(0.2)
+
+
 def run_single_box(config: Config, run_dir: Path, log: bool = True) -> RunSummary:
     """Train with every role in its own process on this machine; returns the run summary."""
     say = print if log else (lambda *a, **k: None)
@@ -251,6 +265,7 @@ def run_single_box(config: Config, run_dir: Path, log: bool = True) -> RunSummar
             time.sleep(0.1)
             if supervisor.check(board, say) == "trained":
                 reason = "trained"
+                final_evaluation(board, supervisor, say)
                 break
             if board.control("target_reached_env_steps"):
                 reason = "target reached"
