@@ -56,7 +56,13 @@ def main(argv: list[str] | None = None) -> int:
     if args.print_config:
         print(json.dumps(asdict(config), indent=2))
         return 0
-    from speedy.components import make_run_dir
+    from speedy.components import make_run_dir, task_spec
+
+    try:
+        task_spec(config)  # an unknown game or environment id fails here, before anything is written
+    except ValueError as err:
+        print(f"config error: env.id = {config.env.id!r}: {err}", file=sys.stderr)
+        return 2
 
     run_dir = make_run_dir(config, args.run_dir)
     print(f"speedy: {config.env.id}, run dir {run_dir}", flush=True)
