@@ -46,6 +46,7 @@ class ModelConfig:
     channels: int = 64
     reduced_channels: int = 16
     lstm_hidden: int = 512
+    value_prefix_batchnorm: bool = True  # False: LayerNorm after the value-prefix LSTM (no train/eval mismatch)
     head_hidden: list[int] = field(default_factory=lambda: [32])
     proj_hidden: int = 1024
     proj_out: int = 1024

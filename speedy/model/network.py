@@ -32,6 +32,7 @@ class NetworkSpec:
     channels: int = 64
     reduced_channels: int = 16
     lstm_hidden: int = 512
+    value_prefix_batchnorm: bool = True  # EfficientZero's BatchNorm after the value-prefix LSTM
     head_hidden: tuple[int, ...] = (32,)
     proj_hidden: int = 1024
     proj_out: int = 1024
@@ -187,7 +188,10 @@ class EfficientZeroNet(nn.Module):
         bins = 2 * spec.support_size + 1
         features = self.body.head_in_features
         self.lstm = nn.LSTM(features, spec.lstm_hidden)
-        self.value_prefix_bn = nn.BatchNorm1d(spec.lstm_hidden)
+        # BatchNorm here normalises each unroll step's batch separately in training but uses running statistics
+        # pooled over all steps in search; LayerNorm is the per-sample alternative (model.value_prefix_batchnorm).
+        self.value_prefix_bn = (nn.BatchNorm1d(spec.lstm_hidden) if spec.value_prefix_batchnorm
+                                else nn.LayerNorm(spec.lstm_hidden))
         self.value_prefix_head = mlp([spec.lstm_hidden, *spec.head_hidden, bins], zero_last=True)
         self.value_head = mlp([features, *spec.head_hidden, bins], zero_last=True)
         self.policy_head = mlp([features, *spec.head_hidden, spec.num_actions], zero_last=True)
