@@ -71,9 +71,13 @@ def main(argv: list[str] | None = None) -> int:
 
         summary = run_inline(config, run_dir)
     else:
-        from speedy.roles.launch import run_single_box
+        from speedy.roles.launch import RunFailedError, run_single_box
 
-        summary = run_single_box(config, run_dir)
+        try:
+            summary = run_single_box(config, run_dir)
+        except (MemoryError, RunFailedError) as err:
+            print(f"error: {err}", file=sys.stderr)
+            return 1
     print(json.dumps(asdict(summary), indent=2))
     return 0
 

@@ -19,6 +19,7 @@ from __future__ import annotations
 import json
 import multiprocessing as mp
 import os
+import shutil
 import signal
 import time
 import uuid
@@ -78,6 +79,17 @@ def _mux(run_id: str, name: str, producers: int, capacity: int) -> list:
     return [*rings, rings[0].mux_segment]
 
 
+def check_memory(frame_bytes: int, config: Config) -> None:
+    """Refuse a run whose frame stores cannot fit in /dev/shm or in available memory, before creating anything."""
+    shm_free = shutil.disk_usage("/dev/shm").free
+    available = psutil.virtual_memory().available
+    if frame_bytes > min(shm_free, 0.8 * available):
+        raise MemoryError(
+            f"frame stores need {frame_bytes / 2**30:.1f} GiB of shared memory but /dev/shm has "
+            f"{shm_free / 2**30:.1f} GiB free and {available / 2**30:.1f} GiB of RAM is available: lower "
+            f"replay.capacity (now {config.replay.capacity}) or enlarge /dev/shm")
+
+
 def create_shared_memory(config: Config, plan: RolePlan, run_id: str) -> list:
     """Create every segment of the run (see module docstring); returns the owning handles (close = unlink)."""
     spec = task_spec(config)
@@ -90,8 +102,10 @@ def create_shared_memory(config: Config, plan: RolePlan, run_id: str) -> list:
         (layout.block_length + K + n) * 4
     chunk_bytes = config.roles.refresh_chunk * ((s + K + n) * 8 + K * 8 + (K + n) * 4 + (K + 1) * A * 4 + 40)
     in_flight = config.roles.batches_in_flight
-    owned: list = [Board.create(run_id, plan.row_names())]
     capacity = frame_store_capacity(config, layout, config.actor.num_envs, plan.actors)
+    check_memory(plan.actors * capacity * int(np.prod(spec.frame_shape)) * np.dtype(spec.frame_dtype).itemsize,
+                 config)
+    owned: list = [Board.create(run_id, plan.row_names())]
     owned += [FrameStore.create(run_id, f"frames{i}", spec.frame_shape, spec.frame_dtype, capacity)
               for i in range(plan.actors)]
     owned += _mux(run_id, "blocks", plan.actors, _ring_bytes(block_bytes, 64))
