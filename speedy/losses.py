@@ -41,10 +41,12 @@ class TrainingBatch:
 
 @dataclass
 class LossWeights:
-    value_prefix: float = 1.0
-    value: float = 0.25
-    policy: float = 1.0
-    consistency: float = 2.0
+    """Weights of the four losses; EfficientZero's values are the `train.*_loss_weight` defaults in config.py."""
+
+    value_prefix: float
+    value: float
+    policy: float
+    consistency: float
 
 
 @dataclass

@@ -4,6 +4,8 @@ import torch
 
 from speedy.losses import LossWeights, Predictions, loss_terms
 
+EZ_WEIGHTS = LossWeights(value_prefix=1.0, value=0.25, policy=1.0, consistency=2.0)
+
 
 def test_loss_on_tiny_batch_matches_hand_computation():
     # Support size 1 (3 bins), K = 1, A = 2, one sample, all logits zero (uniform predictions).
@@ -22,7 +24,7 @@ def test_loss_on_tiny_batch_matches_hand_computation():
         mask=torch.ones(1, 2),
         weights=torch.tensor([1.0]),
         support_size=1,
-        loss_weights=LossWeights(),
+        loss_weights=EZ_WEIGHTS,
     )
     # Cross-entropy of any distribution against uniform logits over n bins is log n.
     assert math.isclose(float(out.value[0]), 2 * math.log(3), rel_tol=1e-6)  # two steps
@@ -45,7 +47,7 @@ def test_masked_consistency_and_importance_weights():
         target_projection=torch.tensor([[[0.0, 1.0]], [[0.0, 1.0]]]),
     )
     out = loss_terms(pred, torch.zeros(2, 2), torch.zeros(2, 1), torch.zeros(2, 2, 2), torch.tensor(
-        [[1.0, 1.0], [1.0, 0.0]]), torch.tensor([1.0, 0.5]), 1, LossWeights())
+        [[1.0, 1.0], [1.0, 0.0]]), torch.tensor([1.0, 0.5]), 1, EZ_WEIGHTS)
     assert float(out.consistency[0]) == 0.0  # orthogonal: cosine 0
     assert float(out.consistency[1]) == 0.0  # aligned (cosine 1) but masked past the episode end
     assert float(out.policy.sum()) == 0.0  # zero policy targets past the end contribute nothing
