@@ -49,7 +49,7 @@ def network_spec(config: Config, spec: EnvSpec) -> NetworkSpec:
         channels=m.channels,
         reduced_channels=m.reduced_channels,
         lstm_hidden=m.lstm_hidden,
-        value_prefix_batchnorm=m.value_prefix_batchnorm,
+        norm=m.norm,
         head_hidden=tuple(m.head_hidden),
         proj_hidden=m.proj_hidden,
         proj_out=m.proj_out,

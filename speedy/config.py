@@ -46,7 +46,10 @@ class ModelConfig:
     channels: int = 64
     reduced_channels: int = 16
     lstm_hidden: int = 512
-    value_prefix_batchnorm: bool = True  # False: LayerNorm after the value-prefix LSTM (no train/eval mismatch)
+    # Norm of every 1-D layer (MLP body, heads, projection, after the value-prefix LSTM): "batch" = EfficientZero's
+    # BatchNorm; "layer" = LayerNorm, per sample, so search sees what training fitted (speedy/model/network.py,
+    # norm_1d). Conv residual blocks use BatchNorm2d either way.
+    norm: str = "batch"
     head_hidden: list[int] = field(default_factory=lambda: [32])
     proj_hidden: int = 1024
     proj_out: int = 1024
@@ -60,6 +63,7 @@ class ModelConfig:
                     "mlp_latent"):
             _check(getattr(self, key) >= 1, f"model.{key}", getattr(self, key), ">= 1")
         _check(self.channels % 2 == 0, "model.channels", self.channels, "an even number")
+        _check(self.norm in ("batch", "layer"), "model.norm", self.norm, "'batch' or 'layer'")
 
 
 @dataclass

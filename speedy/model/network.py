@@ -32,7 +32,7 @@ class NetworkSpec:
     channels: int = 64
     reduced_channels: int = 16
     lstm_hidden: int = 512
-    value_prefix_batchnorm: bool = True  # EfficientZero's BatchNorm after the value-prefix LSTM
+    norm: str = "batch"  # 1-D norms (MLPs, after the value-prefix LSTM): "batch" (EfficientZero) or "layer"
     head_hidden: tuple[int, ...] = (32,)
     proj_hidden: int = 1024
     proj_out: int = 1024
@@ -56,15 +56,32 @@ class InferenceOutput:
     value_prefix_logits: torch.Tensor | None  # (B, V); None for initial inference
 
 
-def mlp(sizes: list[int], final_norm: bool = False, zero_last: bool = False) -> nn.Sequential:
-    """Linear layers with BatchNorm+ReLU between them (EfficientZero's head MLP); `sizes` = [in, hidden..., out]."""
+NORMS = ("batch", "layer")
+
+
+def norm_1d(kind: str, features: int) -> nn.Module:
+    """Normalisation of (B, features) activations: "batch" = BatchNorm1d (EfficientZero), "layer" = LayerNorm.
+
+    BatchNorm trains on one unroll step's batch at a time but searches with running statistics pooled over all
+    steps; where a quantity depends on the step (CartPole's value prefix is the step count) search then sees the
+    pooled mean. LayerNorm normalises each sample alone, so search computes exactly what training fitted.
+    """
+    if kind == "batch":
+        return nn.BatchNorm1d(features)
+    if kind == "layer":
+        return nn.LayerNorm(features)
+    raise ValueError(f"unknown norm {kind!r}; expected one of {NORMS}")
+
+
+def mlp(sizes: list[int], norm: str = "batch", final_norm: bool = False, zero_last: bool = False) -> nn.Sequential:
+    """Linear layers with norm+ReLU between them (EfficientZero's head MLP); `sizes` = [in, hidden..., out]."""
     layers: list[nn.Module] = []
     for i in range(len(sizes) - 1):
         layers.append(nn.Linear(sizes[i], sizes[i + 1]))
         if i < len(sizes) - 2:
-            layers += [nn.BatchNorm1d(sizes[i + 1]), nn.ReLU()]
+            layers += [norm_1d(norm, sizes[i + 1]), nn.ReLU()]
         elif final_norm:
-            layers.append(nn.BatchNorm1d(sizes[i + 1]))
+            layers.append(norm_1d(norm, sizes[i + 1]))
     if zero_last:
         last = layers[-2] if final_norm else layers[-1]
         nn.init.zeros_(last.weight)
@@ -154,8 +171,8 @@ class MlpBody(nn.Module):
         hidden = list(spec.mlp_hidden)
         self.num_actions = spec.num_actions
         self.latent_shape = (latent,)
-        self.representation = mlp([spec.observation_shape[0], *hidden, latent])
-        self.dynamics_net = mlp([latent + spec.num_actions, *hidden, latent])
+        self.representation = mlp([spec.observation_shape[0], *hidden, latent], spec.norm)
+        self.dynamics_net = mlp([latent + spec.num_actions, *hidden, latent], spec.norm)
         self.reward_in = nn.Identity()
         self.value_in = nn.Identity()
         self.policy_in = nn.Identity()
@@ -188,16 +205,14 @@ class EfficientZeroNet(nn.Module):
         bins = 2 * spec.support_size + 1
         features = self.body.head_in_features
         self.lstm = nn.LSTM(features, spec.lstm_hidden)
-        # BatchNorm here normalises each unroll step's batch separately in training but uses running statistics
-        # pooled over all steps in search; LayerNorm is the per-sample alternative (model.value_prefix_batchnorm).
-        self.value_prefix_bn = (nn.BatchNorm1d(spec.lstm_hidden) if spec.value_prefix_batchnorm
-                                else nn.LayerNorm(spec.lstm_hidden))
-        self.value_prefix_head = mlp([spec.lstm_hidden, *spec.head_hidden, bins], zero_last=True)
-        self.value_head = mlp([features, *spec.head_hidden, bins], zero_last=True)
-        self.policy_head = mlp([features, *spec.head_hidden, spec.num_actions], zero_last=True)
+        self.value_prefix_norm = norm_1d(spec.norm, spec.lstm_hidden)
+        self.value_prefix_head = mlp([spec.lstm_hidden, *spec.head_hidden, bins], spec.norm, zero_last=True)
+        self.value_head = mlp([features, *spec.head_hidden, bins], spec.norm, zero_last=True)
+        self.policy_head = mlp([features, *spec.head_hidden, spec.num_actions], spec.norm, zero_last=True)
         latent_size = int(torch.Size(self.body.latent_shape).numel())
-        self.projection = mlp([latent_size, spec.proj_hidden, spec.proj_hidden, spec.proj_out], final_norm=True)
-        self.projection_head = mlp([spec.proj_out, spec.pred_hidden, spec.proj_out])
+        self.projection = mlp([latent_size, spec.proj_hidden, spec.proj_hidden, spec.proj_out], spec.norm,
+                              final_norm=True)
+        self.projection_head = mlp([spec.proj_out, spec.pred_hidden, spec.proj_out], spec.norm)
 
     @property
     def latent_shape(self) -> tuple[int, ...]:
@@ -233,7 +248,7 @@ class EfficientZeroNet(nn.Module):
         next_latent = self.body.dynamics(latent, action)
         reward_features = self.body.reward_in(next_latent)
         lstm_out, new_state = self.lstm(reward_features.unsqueeze(0), lstm_state)
-        prefix_logits = self.value_prefix_head(F.relu(self.value_prefix_bn(lstm_out.squeeze(0))))
+        prefix_logits = self.value_prefix_head(F.relu(self.value_prefix_norm(lstm_out.squeeze(0))))
         value_logits, policy_logits, value = self._predict(next_latent)
         return InferenceOutput(
             value=value,

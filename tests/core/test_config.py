@@ -30,6 +30,8 @@ def test_wrong_type_names_key_value_and_type():
 def test_impossible_value_names_what_is_allowed():
     with pytest.raises(ConfigError, match=r"replay.alpha = 1.5 is not allowed: expected in \[0, 1\]"):
         build_config(overrides=["replay.alpha=1.5"])
+    with pytest.raises(ConfigError, match=r"model.norm = 'group' is not allowed: expected 'batch' or 'layer'"):
+        build_config(overrides=["model.norm='group'"])
 
 
 def test_run_file_errors_name_the_file(tmp_path):

@@ -2,13 +2,17 @@ import pytest
 import torch
 
 from speedy.model import EfficientZeroNet, NetworkSpec
+from speedy.model.network import NORMS
 
 
-@pytest.mark.parametrize("batchnorm", [True, False])
-def test_mlp_network_shapes_and_lstm_state(batchnorm):
-    spec = NetworkSpec((8,), 3, support_size=10, lstm_hidden=16, head_hidden=(8,), proj_hidden=16, proj_out=16,
-                       pred_hidden=8, mlp_latent=12, mlp_hidden=(16,), value_prefix_batchnorm=batchnorm)
-    net = EfficientZeroNet(spec).eval()
+def _mlp_spec(norm: str) -> NetworkSpec:
+    return NetworkSpec((8,), 3, support_size=10, lstm_hidden=16, head_hidden=(8,), proj_hidden=16, proj_out=16,
+                       pred_hidden=8, mlp_latent=12, mlp_hidden=(16,), norm=norm)
+
+
+@pytest.mark.parametrize("norm", NORMS)
+def test_mlp_network_shapes_and_lstm_state(norm):
+    net = EfficientZeroNet(_mlp_spec(norm)).eval()
     root = net.initial_inference(torch.randn(5, 8))
     assert root.latent.shape == (5, 12) and root.policy_logits.shape == (5, 3) and root.value.shape == (5,)
     assert torch.all(root.value_prefix == 0) and root.lstm_state[0].shape == (1, 5, 16)
@@ -28,3 +32,52 @@ def test_conv_network_downsamples_96_to_6():
     assert root.latent.shape == (2, 16, 6, 6)
     step = net.recurrent_inference(root.latent, root.lstm_state, torch.tensor([3, 1]))
     assert step.latent.shape == (2, 16, 6, 6) and step.policy_logits.shape == (2, 4)
+
+
+def _unroll_outputs(net: EfficientZeroNet, obs: torch.Tensor, actions: torch.Tensor) -> list[torch.Tensor]:
+    """Value, policy and value-prefix logits of initial inference and every recurrent step of `actions` (K, B)."""
+    out = net.initial_inference(obs)
+    outputs = [out.value_logits, out.policy_logits]
+    latent, state = out.latent, out.lstm_state
+    for action in actions:
+        step = net.recurrent_inference(latent, state, action)
+        outputs += [step.value_logits, step.policy_logits, step.value_prefix_logits]
+        latent, state = step.latent, step.lstm_state
+    return outputs
+
+
+def _perturb_weights(net: EfficientZeroNet) -> None:
+    """Random weights everywhere (the zero-initialised last layers would make every output trivially equal)."""
+    generator = torch.Generator().manual_seed(1)
+    with torch.no_grad():
+        for param in net.parameters():
+            param.copy_(torch.randn(param.shape, generator=generator) * 0.5)
+
+
+def test_layer_norm_network_searches_with_what_it_trained():
+    """With model.norm = "layer" an output depends on its own sample only: training mode (one unroll step's batch)
+    and search (eval mode) compute the same numbers, and one sample gives the same answer alone or in a batch."""
+    torch.manual_seed(0)
+    net = EfficientZeroNet(_mlp_spec("layer"))
+    _perturb_weights(net)
+    obs, actions = torch.randn(6, 8), torch.randint(0, 3, (3, 6))
+    with torch.no_grad():
+        trained = _unroll_outputs(net.train(), obs, actions)
+        searched = _unroll_outputs(net.eval(), obs, actions)
+        alone = _unroll_outputs(net.eval(), obs[:1], actions[:, :1])
+    for a, b, c in zip(trained, searched, alone, strict=True):
+        torch.testing.assert_close(a, b)
+        torch.testing.assert_close(a[:1], c)
+
+
+def test_batch_norm_network_searches_with_running_statistics():
+    """The EfficientZero default ("batch") normalises by the batch in training and by running statistics in
+    search, so the two differ: the reason "layer" exists."""
+    torch.manual_seed(0)
+    net = EfficientZeroNet(_mlp_spec("batch"))
+    _perturb_weights(net)
+    obs, actions = torch.randn(6, 8), torch.randint(0, 3, (3, 6))
+    with torch.no_grad():
+        trained = _unroll_outputs(net.train(), obs, actions)
+        searched = _unroll_outputs(net.eval(), obs, actions)
+    assert not torch.allclose(trained[0], searched[0])
