@@ -44,7 +44,9 @@ def make_vector_env(
 
     mode "train": Atari with episodic life and sign-clipped rewards, cap `max_frames_train` raw frames;
     mode "eval": raw scores, no episodic life, cap `max_frames_eval` raw frames. For gym tasks the caps
-    count agent steps and `sticky_action_prob` / `num_threads` / `frame_size` are ignored.
+    count agent steps, training episodes run to `max_frames_train` in place of the env's registered time limit
+    (which evaluation keeps; see speedy/envs/gym_env.py), and `sticky_action_prob` / `num_threads` /
+    `frame_size` are ignored.
     The env is not reset here (an Atari reset with a seed reloads every ROM, ~0.1 s per env): call
     `env.reset(seed)` to get the first frames; `seed` is kept as `env.seed` for that purpose. The same
     seed reproduces the same no-op starts and (with sticky actions) the same action repeats.
@@ -65,5 +67,5 @@ def make_vector_env(
             seed=seed,
         )
     else:
-        env = GymVecEnv(spec, num_envs, max_frames=max_frames, seed=seed)
+        env = GymVecEnv(spec, num_envs, max_frames=max_frames, seed=seed, registered_time_limit=mode == "eval")
     return env

@@ -2,7 +2,13 @@
 
 The envs are stepped in a Python loop (these tasks are cheap; CartPole-v1 is the development task).
 Rewards are never clipped, frames are float32 observations, and `max_frames` caps the agent steps
-of one game on top of the env's own registered time limit (frame skip is 1 here).
+of one game (frame skip is 1 here).
+
+Time limits: evaluation keeps the env's registered limit (CartPole-v1: 500 steps, the benchmark's score cap),
+with `max_frames` on top. Training replaces it by `max_frames` (`registered_time_limit=False`): a time limit is
+not a terminal state, but replay treats every episode end as one, so a 500-step cap would teach the value
+function that a perfectly balanced pole is worth nothing 500 steps in (the state holds no clock). This mirrors
+the Atari protocol, whose training and evaluation caps differ too.
 """
 
 from __future__ import annotations
@@ -14,11 +20,14 @@ import numpy as np
 from speedy.envs.types import EnvSpec, EpisodeTracker, VecStep, check_actions, env_seeds, reset_step
 
 
-def _make(env_id: str):
+def _make(env_id: str, max_episode_steps: int | None = None):
+    """gymnasium.make; `max_episode_steps` replaces the registered time limit when given."""
     import ale_py  # noqa: F401  (so that ALE ids in the registry resolve without import errors)
     import gymnasium
 
-    return gymnasium.make(env_id)
+    if max_episode_steps is None:
+        return gymnasium.make(env_id)
+    return gymnasium.make(env_id, max_episode_steps=max_episode_steps)
 
 
 def check_gym_spaces(env_id: str, action_space, observation_space) -> None:
@@ -66,9 +75,14 @@ def gym_spec(env_id: str, frame_stack: int = 1) -> EnvSpec:
 
 
 class GymVecEnv:
-    """N gymnasium envs stepped in a loop with same-step autoreset; implements `VectorEnv`."""
+    """N gymnasium envs stepped in a loop with same-step autoreset; implements `VectorEnv`.
 
-    def __init__(self, spec: EnvSpec, num_envs: int, *, max_frames: int, seed: int = 0) -> None:
+    registered_time_limit: keep the env's registered time limit (evaluation); False replaces it by `max_frames`
+    (training; see the module docstring).
+    """
+
+    def __init__(self, spec: EnvSpec, num_envs: int, *, max_frames: int, seed: int = 0,
+                 registered_time_limit: bool = True) -> None:
         if num_envs < 1:
             raise ValueError(f"num_envs must be >= 1, got {num_envs}")
         if max_frames < 1:
@@ -78,7 +92,8 @@ class GymVecEnv:
         self.seed = seed  # suggested argument for reset()
         self.max_frames = max_frames
         name = spec.env_id.split(":", 1)[1]
-        self._envs = [_make(name) for _ in range(num_envs)]
+        limit = None if registered_time_limit else max_frames
+        self._envs = [_make(name, limit) for _ in range(num_envs)]
         self._episodes = EpisodeTracker(num_envs)
         self._frames = np.zeros((num_envs, *spec.frame_shape), np.float32)
         self._started = False

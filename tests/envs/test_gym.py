@@ -75,6 +75,31 @@ def test_eval_cap_truncates():
         env.close()
 
 
+def _balance(frames: np.ndarray) -> np.ndarray:
+    """A PD controller that keeps CartPole up (and the cart near the centre) for thousands of steps."""
+    x, x_dot, theta, theta_dot = frames.T
+    return (theta + 0.5 * theta_dot + 0.02 * x + 0.1 * x_dot > 0).astype(np.int64)
+
+
+@pytest.mark.parametrize("mode, episode_length", [("eval", 500), ("train", 700)])
+def test_registered_time_limit_applies_to_eval_only(mode, episode_length):
+    """CartPole-v1 registers a 500-step limit: evaluation keeps it (the benchmark's score cap); training episodes run
+    to max_frames_train instead, because replay treats an episode end as terminal."""
+    env = make_vector_env("CartPole-v1", 2, seed=0, mode=mode, max_frames_train=700)
+    try:
+        frames = env.reset(0).frames
+        steps = 0
+        while steps < 800:
+            step = env.step(_balance(frames))
+            frames, steps = step.frames, steps + 1
+            if step.game_over.any():
+                break
+        assert steps == episode_length and step.game_over.all() and step.truncated.all() and not step.terminated.any()
+        np.testing.assert_array_equal(step.episode_returns, episode_length)
+    finally:
+        env.close()
+
+
 def test_unknown_gym_id_suggests_close_matches():
     with pytest.raises(ValueError, match="CartPole-v1") as info:
         make_vector_env("gym:CartPol-v1", 1, seed=0, mode="train")
