@@ -3,13 +3,17 @@
 Runs the `cartpole` preset over several seeds (inline mode by default, `--multiprocess` for the single-box system)
 and prints, per seed, whether the target was reached, at how many env steps and after how many minutes.
 
-    python tools/cartpole_learning.py --seeds 0 1 2 [--json]
+    python tools/cartpole_learning.py --seeds 0 1 2 [--jobs 2] [--json]
+
+Inline runs use one core each: `--jobs 2` runs two seeds at once on a 2-core machine (minutes are then per run,
+with the other run beside it). Multi-process runs size themselves to the whole machine; keep them at --jobs 1.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import sys
 import tempfile
@@ -44,13 +48,23 @@ def main() -> int:
     parser.add_argument("--multiprocess", action="store_true", help="use the multi-process single-box system")
     parser.add_argument("--set", dest="overrides", action="append", default=[], help="config override")
     parser.add_argument("--run-root", default=None, help="where run directories go (default: a temp dir)")
+    parser.add_argument("--jobs", type=int, default=1, help="seeds run at once (inline: one core each)")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
     run_root = Path(args.run_root or tempfile.mkdtemp(prefix="speedy-cartpole-"))
-    results = [run_seed(seed, args.multiprocess, args.overrides, run_root) for seed in args.seeds]
+    if args.jobs > 1:
+        import multiprocessing
+        from concurrent.futures import ProcessPoolExecutor
+
+        with ProcessPoolExecutor(args.jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
+            results = list(pool.map(run_seed, args.seeds, [args.multiprocess] * len(args.seeds),
+                                    [args.overrides] * len(args.seeds), [run_root] * len(args.seeds)))
+    else:
+        results = [run_seed(seed, args.multiprocess, args.overrides, run_root) for seed in args.seeds]
     report = {
         "mode": "multiprocess" if args.multiprocess else "inline",
-        "machine": {"cpus": __import__("os").cpu_count(), "processor": platform.processor() or platform.machine()},
+        "machine": {"cpus": os.cpu_count(), "processor": platform.processor() or platform.machine()},
+        "jobs": args.jobs,
         "target": 475.0,
         "runs": results,
         "reached": sum(r["reached_target_env_steps"] is not None for r in results),
