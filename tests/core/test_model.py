@@ -54,16 +54,24 @@ def _perturb_weights(net: EfficientZeroNet) -> None:
             param.copy_(torch.randn(param.shape, generator=generator) * 0.5)
 
 
-def test_layer_norm_network_searches_with_what_it_trained():
-    """With model.norm = "layer" an output depends on its own sample only: training mode (one unroll step's batch)
-    and search (eval mode) compute the same numbers, and one sample gives the same answer alone or in a batch."""
+def _trained_and_searched(norm: str) -> tuple[EfficientZeroNet, torch.Tensor, torch.Tensor, list, list]:
+    """A randomly weighted MLP network with `norm`, a batch of 6 observations, 3 steps of actions, and the unroll
+    outputs in training mode and in search (eval) mode."""
     torch.manual_seed(0)
-    net = EfficientZeroNet(_mlp_spec("layer"))
+    net = EfficientZeroNet(_mlp_spec(norm))
     _perturb_weights(net)
     obs, actions = torch.randn(6, 8), torch.randint(0, 3, (3, 6))
     with torch.no_grad():
         trained = _unroll_outputs(net.train(), obs, actions)
         searched = _unroll_outputs(net.eval(), obs, actions)
+    return net, obs, actions, trained, searched
+
+
+def test_layer_norm_network_searches_with_what_it_trained():
+    """With model.norm = "layer" an output depends on its own sample only: training mode (one unroll step's batch)
+    and search (eval mode) compute the same numbers, and one sample gives the same answer alone or in a batch."""
+    net, obs, actions, trained, searched = _trained_and_searched("layer")
+    with torch.no_grad():
         alone = _unroll_outputs(net.eval(), obs[:1], actions[:, :1])
     for a, b, c in zip(trained, searched, alone, strict=True):
         torch.testing.assert_close(a, b)
@@ -73,11 +81,5 @@ def test_layer_norm_network_searches_with_what_it_trained():
 def test_batch_norm_network_searches_with_running_statistics():
     """The EfficientZero default ("batch") normalises by the batch in training and by running statistics in
     search, so the two differ: the reason "layer" exists."""
-    torch.manual_seed(0)
-    net = EfficientZeroNet(_mlp_spec("batch"))
-    _perturb_weights(net)
-    obs, actions = torch.randn(6, 8), torch.randint(0, 3, (3, 6))
-    with torch.no_grad():
-        trained = _unroll_outputs(net.train(), obs, actions)
-        searched = _unroll_outputs(net.eval(), obs, actions)
+    _, _, _, trained, searched = _trained_and_searched("batch")
     assert not torch.allclose(trained[0], searched[0])
