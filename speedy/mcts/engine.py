@@ -62,6 +62,7 @@ class Searcher:
         self.depth = np.zeros((b, n), dtype=np.int32)
         self.bounds = np.zeros((b, 2), dtype=np.float64)
         self.rng_state = np.zeros(b, dtype=np.uint64)
+        self.pb_c = kernels.exploration_table(config.num_simulations, config.pb_c_base, config.pb_c_init)
         self._leaf = LeafBatch(
             slot=0,
             parent_slot=np.zeros(b, dtype=np.int32),
@@ -114,8 +115,8 @@ class Searcher:
         leaf = self._leaf
         kernels.select_leaves(
             self.children_index, self.children_prior, self.visit_count, self.value_sum,
-            self.value_prefix, self.is_reset, self.depth, self.bounds, self.rng_state,
-            float(cfg.discount), float(cfg.pb_c_base), float(cfg.pb_c_init), float(cfg.value_delta_max),
+            self.value_prefix, self.is_reset, self.depth, self.bounds, self.rng_state, self.pb_c,
+            float(cfg.discount), float(cfg.value_delta_max),
             int(cfg.lstm_horizon), leaf.parent_slot, leaf.action, leaf.depth, leaf.reset_hidden,
         )
         leaf.slot = self._simulation + 1

@@ -17,20 +17,86 @@ is created by simulation k, the root is node 0; a child index of -1 means "not e
 
 Arithmetic is float64 in the same order as `speedy.mcts.reference`, without fastmath, so both pick
 the same actions; priors are rounded to float32 once at expansion.
+
+libm calls and Intel's AVX transition penalty: exp (softmax) and log (pUCT) must be glibc's, as in the
+reference, and glibc's wrappers are legacy-SSE code. On Intel cores, SSE code run while the upper
+halves of the ymm registers are "dirty" pays a penalty on every instruction (measured ≈ 115 ns per exp
+on an Intel Xeon VM, 20× the exp itself; AMD has no such penalty). LLVM inserts `vzeroupper` before
+calls only when it sees a ymm register, and misses 256-bit instructions with a memory source such as
+the `vcvtpd2ps` of the float64 -> float32 prior stores, so every exp after them ran dirty: 85 % of the
+(256, 18, 50) search time on that host. Hence `_clean_upper` before each exp, and a per-Searcher
+table of the pUCT log term (`exploration_table`) so selection calls no libm function at all.
 """
 
 from __future__ import annotations
 
 import math
+import platform
 
+import llvmlite.binding as llvm
+import numba
 import numpy as np
-from numba import njit
+from llvmlite import ir
+from numba import njit, types
+from numba.core.codegen import get_host_cpu_features
+from numba.extending import intrinsic
 
 from speedy.mcts.rng import draw_below
 
 TIE_EPSILON = 1e-6
 
 _draw_below = njit(cache=True)(draw_below)
+
+
+def _target_has_avx() -> bool:
+    """True when numba compiles for an x86-64 target with AVX (the features numba's JIT itself uses)."""
+    if platform.machine().lower() not in ("x86_64", "amd64"):
+        return False
+    features = numba.config.CPU_FEATURES
+    if features is None:
+        features = get_host_cpu_features()
+    return "+avx" in features.split(",")
+
+
+_EMIT_VZEROUPPER = _target_has_avx()
+if _EMIT_VZEROUPPER:
+    llvm.initialize_native_asmparser()  # numba initialises the printer only; inline asm needs the parser
+
+
+@intrinsic
+def _clean_upper(typingctx, x):
+    """Return float64 `x` unchanged after a `vzeroupper` (nothing on non-AVX targets).
+
+    Feed the result straight into a libm call: the data dependency keeps the `vzeroupper` ahead of
+    the call, so the call's legacy-SSE code runs with clean upper register state (module docstring).
+    The value travels through a general-purpose register and xmm0-15 are declared clobbered, so no
+    vector value can be held across the instruction.
+    """
+    if x != types.float64:
+        return None
+
+    def codegen(context, builder, signature, args):
+        if not _EMIT_VZEROUPPER:
+            return args[0]
+        i64 = ir.IntType(64)
+        clobbers = ",".join(f"~{{xmm{i}}}" for i in range(16))
+        asm = ir.InlineAsm(ir.FunctionType(i64, [i64]), "vzeroupper", "=r,0," + clobbers, side_effect=True)
+        bits = builder.call(asm, [builder.bitcast(args[0], i64)])
+        return builder.bitcast(bits, ir.DoubleType())
+
+    return types.float64(types.float64), codegen
+
+
+def exploration_table(num_simulations: int, pb_c_base: float, pb_c_init: float) -> np.ndarray:
+    """(num_simulations + 1,) float64: entry n = log((n + pb_c_base + 1) / pb_c_base) + pb_c_init.
+
+    The pUCT exploration factor of a node whose children have n visits in total, computed with
+    Python's math.log exactly as `speedy.mcts.reference` does (same libm, same operands, same bits).
+    """
+    return np.array(
+        [math.log((n + pb_c_base + 1.0) / pb_c_base) + pb_c_init for n in range(num_simulations + 1)],
+        dtype=np.float64,
+    )
 
 
 @njit(cache=True)
@@ -44,7 +110,7 @@ def _softmax_row(logits, row, scratch):
             top = x
     total = 0.0
     for a in range(num_actions):
-        e = math.exp(np.float64(logits[row, a]) - top)
+        e = math.exp(_clean_upper(np.float64(logits[row, a]) - top))
         scratch[a] = e
         total += e
     for a in range(num_actions):
@@ -84,10 +150,12 @@ def init_roots(
 @njit(cache=True)
 def select_leaves(
     children_index, children_prior, visit_count, value_sum, value_prefix, is_reset, depth, bounds,
-    rng_state, discount, pb_c_base, pb_c_init, value_delta_max, lstm_horizon,
+    rng_state, pb_c, discount, value_delta_max, lstm_horizon,
     out_parent, out_action, out_depth, out_reset,
 ):
     """Descend every tree by pUCT to an unexpanded child; write (parent node, action, depth, reset).
+
+    pb_c (S + 1,) float64 is `exploration_table(S, pb_c_base, pb_c_init)`.
 
     Outputs out_parent, out_action, out_depth (B,) int32 and out_reset (B,) bool are overwritten.
     """
@@ -124,14 +192,14 @@ def select_leaves(
             parent_mean_q = mean_q
 
             n = visit_count[b, node] - 1
-            pb_c = math.log((n + pb_c_base + 1.0) / pb_c_base) + pb_c_init
+            node_pb_c = pb_c[n]
             sqrt_n = math.sqrt(n)
             best = -np.inf
             num_candidates = 0
             for a in range(num_actions):
                 child_visits = n_buf[a]
                 q = q_buf[a] if child_visits > 0 else mean_q
-                prior_score = pb_c * (sqrt_n / (child_visits + 1)) * children_prior[b, node, a]
+                prior_score = node_pb_c * (sqrt_n / (child_visits + 1)) * children_prior[b, node, a]
                 if delta > 0.0:
                     q = (q - low) / scale
                 value_score = min(max(q, 0.0), 1.0)
