@@ -88,7 +88,9 @@ def block_layout(config: Config, spec: EnvSpec) -> BlockLayout:
 
 
 def frame_store_capacity(config: Config, layout: BlockLayout, num_envs: int, num_actors: int = 1) -> int:
-    """Frames one actor's store keeps: its share of replay plus every open episode block and lookahead, × 1.5."""
+    """Frames one actor's store keeps: its share of the positions replay holds (`replay.capacity`: one frame per
+    position, counted as the buffer counts them), plus every open episode block and its lookahead, × 1.5 for the
+    first frame of each episode and actors that run ahead of their share."""
     per_actor = config.replay.capacity // max(1, num_actors)
     in_flight = num_envs * (layout.frames_per_block + layout.block_length + 1024)
     return int(1.5 * (per_actor + in_flight))

@@ -4,8 +4,9 @@ Three steps, each usable on its own so the distributed roles can split them with
 1. `sample_windows` (replay side): for B sampled positions t, the slices of their blocks the targets need — frame
    refs t−s+1 … t+K+n, actions, rewards, self-play policies, steps left in the episode, age. ≈ 100 bytes/position.
 2. `compute_targets` (reanalyzer): value targets bootstrapped with the target model (n shortened for old data),
-   value-prefix targets, policy targets re-searched with recent weights for the first ⌈ratio·B⌉ samples (the sample
-   order is random) and taken from self-play for the rest; frames are read by ref from the frame stores.
+   value-prefix targets, policy targets re-searched with recent weights for the first ⌈ratio·B⌉ samples (replay
+   shuffles the sample order, so which positions keep their self-play policy is random) and taken from self-play for
+   the rest; frames are read by ref from the frame stores.
 3. `BatchTargets.training_batch` (trainer): gathers the unroll frames by ref into a `TrainingBatch`.
 """
 
@@ -79,27 +80,20 @@ class BatchTargets:
         )
 
 
-def _window(rows: np.ndarray, start: np.ndarray, width: int) -> np.ndarray:
-    """rows (B, W, ...) → (B, width, ...) slices rows[b, start_b : start_b + width]."""
-    index = start[:, None] + np.arange(width)[None, :]
-    return np.take_along_axis(rows, index.reshape(*index.shape, *([1] * (rows.ndim - 2))), axis=1)
-
-
 def sample_windows(replay: ReplayBuffer, sample: SampledPositions, env_steps_now: int) -> SampleWindows:
-    """Gather the windows of sampled positions from the replay arrays (replay side)."""
+    """Gather the windows of sampled positions from the replay rings (replay side)."""
     layout = replay.layout
     K, n, s = layout.unroll_steps, layout.td_steps, layout.frame_stack
-    slot, t = sample.slot, sample.position.astype(np.int64)
     return SampleWindows(
         index=sample.index,
         generation=sample.generation,
         weights=sample.weights,
-        frame_refs=_window(replay.frame_ids[slot], t, s + K + n),
-        actions=_window(replay.actions[slot], t, K),
-        rewards=_window(replay.rewards[slot], t, K + n),
-        policies=_window(replay.policies[slot], t, K + 1),
-        valid_steps=replay.valid_steps[slot] - t,
-        age=env_steps_now - replay.collected_at[slot],
+        frame_refs=replay.window("frame_ids", sample, -(s - 1), s + K + n),
+        actions=replay.window("actions", sample, 0, K),
+        rewards=replay.window("rewards", sample, 0, K + n),
+        policies=replay.window("policies", sample, 0, K + 1),
+        valid_steps=replay.valid_steps[sample.slot] - sample.position,
+        age=env_steps_now - replay.collected_at[sample.slot],
     )
 
 

@@ -34,6 +34,7 @@ from speedy.components import block_layout, build_model, frame_store_capacity, t
 from speedy.config import Config
 from speedy.inline import RunSummary
 from speedy.metrics import MetricsWriter
+from speedy.replay.buffer import replay_memory_bytes
 from speedy.roles.board import STAGES, Board
 from speedy.roles.context import LATEST_WEIGHTS, TARGET_WEIGHTS, RolePlan, RoleSpec
 from speedy.roles.process import role_main
@@ -79,15 +80,17 @@ def _mux(run_id: str, name: str, producers: int, capacity: int) -> list:
     return [*rings, rings[0].mux_segment]
 
 
-def check_memory(frame_bytes: int, config: Config) -> None:
-    """Refuse a run whose frame stores cannot fit in /dev/shm or in available memory, before creating anything."""
+def check_memory(frame_bytes: int, replay_bytes: int, config: Config) -> None:
+    """Refuse a run whose frame stores cannot fit in /dev/shm, or whose frame stores and replay buffer (bytes)
+    cannot fit in available memory, before creating anything."""
     shm_free = shutil.disk_usage("/dev/shm").free
     available = psutil.virtual_memory().available
-    if frame_bytes > min(shm_free, 0.8 * available):
+    if frame_bytes > shm_free or frame_bytes + replay_bytes > 0.8 * available:
         raise MemoryError(
-            f"frame stores need {frame_bytes / 2**30:.1f} GiB of shared memory but /dev/shm has "
-            f"{shm_free / 2**30:.1f} GiB free and {available / 2**30:.1f} GiB of RAM is available: lower "
-            f"replay.capacity (now {config.replay.capacity}) or enlarge /dev/shm")
+            f"frame stores need {frame_bytes / 2**30:.1f} GiB of shared memory and replay "
+            f"{replay_bytes / 2**30:.2f} GiB more of RAM, but /dev/shm has {shm_free / 2**30:.1f} GiB free and "
+            f"{available / 2**30:.1f} GiB of RAM is available: lower replay.capacity (now {config.replay.capacity}) "
+            f"or enlarge /dev/shm")
 
 
 def create_shared_memory(config: Config, plan: RolePlan, run_id: str) -> list:
@@ -104,7 +107,7 @@ def create_shared_memory(config: Config, plan: RolePlan, run_id: str) -> list:
     in_flight = config.roles.batches_in_flight
     capacity = frame_store_capacity(config, layout, config.actor.num_envs, plan.actors)
     check_memory(plan.actors * capacity * int(np.prod(spec.frame_shape)) * np.dtype(spec.frame_dtype).itemsize,
-                 config)
+                 replay_memory_bytes(layout, config.replay.capacity), config)
     owned: list = [Board.create(run_id, plan.row_names())]
     owned += [FrameStore.create(run_id, f"frames{i}", spec.frame_shape, spec.frame_dtype, capacity)
               for i in range(plan.actors)]

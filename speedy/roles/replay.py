@@ -9,7 +9,7 @@ import asyncio
 import numpy as np
 
 from speedy.reanalyze import sample_windows
-from speedy.replay import ReplayBuffer, SampledPositions, TrajectoryBlock
+from speedy.replay import ReplayBuffer, TrajectoryBlock
 from speedy.roles.context import Periodic, RoleContext
 from speedy.roles.messages import Inbox, Outbox, PriorityUpdate
 from speedy.shm.mux import MuxReader
@@ -68,7 +68,7 @@ async def run_replay(ctx: RoleContext) -> None:
         while not ctx.stopping:
             if await ctx.wait_while_paused("wait_output"):
                 continue
-            live = np.flatnonzero(replay.tree.get(np.arange(replay.tree.capacity)) > 0)
+            live = replay.live_positions()
             if live.size == 0:
                 await asyncio.sleep(0.1)
                 continue
@@ -78,10 +78,7 @@ async def run_replay(ctx: RoleContext) -> None:
             if sweep["cursor"] >= live.size:
                 sweep["cursor"] = 0
                 ctx.row.add("sweeps", 1)
-            slot, position = np.divmod(index, ctx.layout.block_length)
-            sample = SampledPositions(index, slot, position, replay.generation[slot].copy(),
-                                      np.ones(len(index), np.float32))
-            if await refresh_out[j].send(sample_windows(replay, sample, ctx.total_env_steps())):
+            if await refresh_out[j].send(sample_windows(replay, replay.positions(index), ctx.total_env_steps())):
                 ctx.row.add("refresh_positions", len(index))
 
     async def report() -> None:

@@ -61,28 +61,93 @@ def make_block(length: int, first_ref: int = 0, valid: int | None = None) -> Tra
     )
 
 
-def test_replay_new_data_gets_max_priority_and_eviction_is_fifo():
-    replay = ReplayBuffer(LAYOUT, capacity=8, alpha=0.6, priority_eps=1e-6)  # 2 block slots of 4
+def test_new_data_enters_at_the_current_max_priority_and_eviction_is_fifo():
+    replay = ReplayBuffer(LAYOUT, capacity=8, alpha=0.6, priority_eps=1e-6)
     replay.add(make_block(4))
     sample = replay.sample(8, 0.4, np.random.default_rng(0))
     assert set(sample.position) <= {0, 1, 2, 3} and np.all(sample.weights <= 1.0)
     replay.update_priorities(sample.index[:1], sample.generation[:1], np.array([3.0]))
     assert np.isclose(replay.max_priority, 3.0 + 1e-6)
-    slot = replay.add(make_block(2, first_ref=100))
-    assert slot == 1 and replay.num_positions == 6
-    assert np.isclose(replay.tree.get(np.array([4]))[0], (3.0 + 1e-6) ** 0.6)  # new data at max priority
-    assert replay.tree.get(np.array([6]))[0] == 0.0  # padding positions of a short block are never sampled
-    replay.add(make_block(4, first_ref=200))  # evicts slot 0
-    assert replay.collected_at[0] == 200 and replay.num_positions == 6
+    replay.add(make_block(2, first_ref=100))
+    assert replay.num_positions == 6
+    leaves = replay.live_positions()[4:]
+    np.testing.assert_allclose(replay.tree.get(leaves), (3.0 + 1e-6) ** 0.6)  # new data at the current max
+    second = replay.positions(leaves)
+    replay.update_priorities(second.index, second.generation, np.array([0.5, 0.25]))
+    replay.add(make_block(4, first_ref=200))  # 6 + 4 > 8: evicts the oldest block (the one holding 3.0)
+    assert replay.num_positions == 6 and sorted(replay.collected_at[replay.generation >= 0]) == [100, 200]
+    assert np.isclose(replay.max_priority, 0.5 + 1e-6)  # 3.0 left the buffer with its block
+    np.testing.assert_allclose(replay.tree.get(replay.live_positions()[-4:]), (0.5 + 1e-6) ** 0.6)
 
 
 def test_stale_priority_updates_are_ignored():
-    replay = ReplayBuffer(LAYOUT, capacity=4, alpha=1.0, priority_eps=0.0)  # one slot
+    replay = ReplayBuffer(LAYOUT, capacity=4, alpha=1.0, priority_eps=0.0)
     replay.add(make_block(4))
     sample = replay.sample(4, 1.0, np.random.default_rng(0))
-    replay.add(make_block(4, first_ref=50))  # overwrites the sampled block
+    replay.add(make_block(4, first_ref=50))  # evicts the sampled block
     assert replay.update_priorities(sample.index, sample.generation, np.full(4, 9.0)) == 0
     assert replay.max_priority == 1.0
+
+
+def test_sample_order_is_shuffled():
+    """The sum-tree returns leaves in ascending order; replay shuffles them (the reanalyzer re-searches a prefix)."""
+    replay = ReplayBuffer(LAYOUT, capacity=400, alpha=0.6, priority_eps=1e-6)
+    for i in range(100):
+        replay.add(make_block(4, first_ref=10 * i))
+    index = replay.sample(64, 0.4, np.random.default_rng(0)).index
+    assert sorted(index.tolist()) != index.tolist()
+
+
+@settings(max_examples=60, deadline=None)
+@given(lengths=st.lists(st.integers(1, 4), min_size=1, max_size=120), capacity=st.integers(4, 40))
+def test_capacity_counts_positions_and_evicts_oldest(lengths, capacity):
+    """Episodes of random lengths 1…L (one block each): once full, more than capacity − L positions are held, never
+    more than capacity, and the blocks held are exactly the newest ones."""
+    replay = ReplayBuffer(LAYOUT, capacity=capacity, alpha=0.6, priority_eps=1e-6)
+    for i, length in enumerate(lengths):
+        replay.add(make_block(length, first_ref=1000 * i, valid=length))
+        assert replay.num_positions <= capacity
+        if replay.positions_added >= capacity:
+            assert replay.num_positions > capacity - LAYOUT.block_length
+        held = sorted(replay.collected_at[replay.generation >= 0] // 1000)
+        assert held == list(range(i + 1 - len(held), i + 1))
+        assert sum(lengths[j] for j in held) == replay.num_positions == len(replay.live_positions())
+
+
+def naive_window(block: TrajectoryBlock, name: str, t: int, first: int, width: int) -> np.ndarray:
+    """Reference: slice the block's own arrays, reading padding past `valid_steps` as 0 (frames: the last real)."""
+    s = LAYOUT.frame_stack
+    if name == "frame_ids":
+        real = block.frame_ids[: s - 1 + min(block.valid_steps + 1, block.length + LAYOUT.lookahead)]
+        index = np.minimum(s - 1 + t + first + np.arange(width), len(real) - 1)
+        return real[index]
+    values = getattr(block, name)
+    padded = np.zeros((max(len(values), t + first + width), *values.shape[1:]), values.dtype)
+    real = min(block.valid_steps, len(values))
+    padded[:real] = values[:real]
+    return padded[t + first : t + first + width]
+
+
+@settings(max_examples=40, deadline=None)
+@given(data=st.data())
+def test_windows_match_the_blocks_they_come_from(data):
+    replay = ReplayBuffer(LAYOUT, capacity=12, alpha=0.6, priority_eps=1e-6)
+    rng = np.random.default_rng(data.draw(st.integers(0, 2**16)))
+    blocks = {}
+    for i in range(data.draw(st.integers(1, 30))):
+        length = int(rng.integers(1, 5))
+        valid = int(rng.integers(length, length + LAYOUT.lookahead + 1))
+        block = TrajectoryBlock(rng.integers(0, 10**6, LAYOUT.frame_stack - 1 + length + LAYOUT.lookahead),
+                                rng.integers(0, 3, length + 2), rng.random(length + 4).astype(np.float32),
+                                rng.random((length + 2, 3)).astype(np.float32), length, valid, i)
+        blocks[replay.add(block)] = block
+    sample = replay.positions(replay.live_positions())
+    K, n = LAYOUT.unroll_steps, LAYOUT.td_steps
+    for name, first, width in [("frame_ids", -1, 2 + K + n), ("actions", 0, K), ("rewards", 0, K + n),
+                               ("policies", 0, K + 1)]:
+        got = replay.window(name, sample, first, width)
+        for b, (slot, t) in enumerate(zip(sample.slot, sample.position, strict=True)):
+            np.testing.assert_array_equal(got[b], naive_window(blocks[int(slot)], name, int(t), first, width))
 
 
 def test_importance_weights_hand_computed():
