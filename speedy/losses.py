@@ -2,7 +2,12 @@
 
 `loss_terms` is the arithmetic on predictions and targets (tested against hand-computed numbers); `unroll_loss`
 runs the model over a `TrainingBatch` (initial inference, K recurrent steps with the LSTM reset every horizon and
-the latent gradient halved per step) and calls it.
+the gradient into each unrolled latent halved) and calls it.
+
+Masks, as EfficientZero's: at unroll step k ≥ 1 the policy, value and value-prefix losses count where action k−1 was
+a real transition (k ≤ valid steps: t+k is a real state or the episode's final state); the consistency loss counts
+where t+k is a real state (k < valid steps), because the final observation is not stored (the env resets on the
+step that ends an episode), so there is no target stack for it.
 """
 
 from __future__ import annotations
@@ -85,12 +90,13 @@ def loss_terms(
     support_size: int,
     loss_weights: LossWeights,
 ) -> LossOutput:
-    """The four losses per sample and the weighted total (see module docstring for the weights)."""
-    value = cross_entropy(pred.value_logits, scalar_to_support(target_value, support_size)).sum(1)
-    value_prefix = cross_entropy(
-        pred.value_prefix_logits, scalar_to_support(target_value_prefix, support_size)
-    ).sum(1)
-    policy = cross_entropy(pred.policy_logits, target_policy).sum(1)
+    """The four losses per sample (B,), summed over unroll steps, and the weighted total (module docstring: weights
+    and masks). mask (B, K+1): 1 where t+k is a real state; weights (B,) importance-sampling weights."""
+    acted = torch.cat([torch.ones_like(mask[:, :1]), mask[:, :-1]], 1)  # (B, K+1): 1 where k ≤ valid steps
+    value = (cross_entropy(pred.value_logits, scalar_to_support(target_value, support_size)) * acted).sum(1)
+    value_prefix = (cross_entropy(pred.value_prefix_logits, scalar_to_support(target_value_prefix, support_size))
+                    * acted[:, 1:]).sum(1)
+    policy = (cross_entropy(pred.policy_logits, target_policy) * acted).sum(1)
     cosine = F.cosine_similarity(pred.dynamic_projection, pred.target_projection, dim=-1, eps=1e-5)
     consistency = -(cosine * mask[:, 1:]).sum(1)
     per_sample = (
@@ -105,9 +111,11 @@ def loss_terms(
     return LossOutput(total, value_prefix.detach(), value.detach(), policy.detach(), consistency.detach(), priorities)
 
 
-def _half_gradient(x: torch.Tensor) -> torch.Tensor:
-    """Identity forward, gradient × 0.5 backward (MuZero's latent gradient scaling)."""
-    return 0.5 * x + 0.5 * x.detach()
+def _halve_gradient(latent: torch.Tensor) -> None:
+    """Gradient × 0.5 into `latent` from everything that reads it (EfficientZero's hook on each unrolled latent:
+    that step's heads and projection as well as the next dynamics step). No-op without autograd."""
+    if latent.requires_grad:
+        latent.register_hook(lambda grad: grad * 0.5)
 
 
 def unroll(model: EfficientZeroNet, batch: TrainingBatch, frame_stack: int, lstm_horizon: int) -> Predictions:
@@ -123,12 +131,13 @@ def unroll(model: EfficientZeroNet, batch: TrainingBatch, frame_stack: int, lstm
         targets = model.project(next_latents, with_grad=False).view(K, -1, model.spec.proj_out)
     for k in range(1, K + 1):
         out = model.recurrent_inference(latent, state, batch.actions[:, k - 1])
+        _halve_gradient(out.latent)
         value_logits.append(out.value_logits)
         policy_logits.append(out.policy_logits)
         prefix_logits.append(out.value_prefix_logits)
         dynamic_proj.append(model.project(out.latent, with_grad=True))
         target_proj.append(targets[k - 1])
-        latent, state = _half_gradient(out.latent), out.lstm_state
+        latent, state = out.latent, out.lstm_state
         if k % lstm_horizon == 0:
             state = (torch.zeros_like(state[0]), torch.zeros_like(state[1]))
     return Predictions(

@@ -5,7 +5,9 @@ Everything is relative to a sampled position t, for unroll steps k = 0 … K (B 
   otherwise, and 0 for positions past the end of the episode (t+k ≥ valid_steps);
 - n shrinks for old data (off-policy correction): n = clip(n_max − ⌊age / (ratio · training_steps)⌋, 1, n_max);
 - value-prefix target for k = 1 … K: rewards summed since the last LSTM reset (every `horizon` steps);
-- mask_k = 1 where t+k is a real state (policy, value and consistency losses apply).
+- mask_k = 1 where t+k is a real state (k < valid steps). The losses (speedy/losses.py) count the consistency term
+  where mask_k = 1 and the policy, value and value-prefix terms at k ≥ 1 where mask_{k−1} = 1 (k ≤ valid steps:
+  the final state after the last real transition still has a value (0) and a value prefix to learn).
 """
 
 from __future__ import annotations
