@@ -17,6 +17,7 @@ from speedy.model import EfficientZeroNet, NetworkSpec
 from speedy.obs import stacked_shape
 from speedy.reanalyze import ReanalyzeSettings
 from speedy.replay import BlockLayout
+from speedy.targets import visit_temperature
 
 ATARI_FRAME_SKIP = 4
 
@@ -96,13 +97,20 @@ def frame_store_capacity(config: Config, layout: BlockLayout, num_envs: int, num
     return int(1.5 * (per_actor + in_flight))
 
 
+def self_play_temperature(config: Config, train_steps: int) -> float:
+    """Visit temperature after `train_steps`; milestones are fractions of train.training_steps (not of the last
+    steps that follow), as EfficientZero's 1 → 0.5 → 0.25 at 50k and 75k of 100k."""
+    return visit_temperature(train_steps / config.train.training_steps, config.actor.temperature_schedule,
+                             config.actor.temperature_milestones)
+
+
 def reanalyze_settings(config: Config, spec: EnvSpec) -> ReanalyzeSettings:
     return ReanalyzeSettings(
         discount=agent_discount(config, spec),
         lstm_horizon=config.mcts.lstm_horizon,
         reanalyze_ratio=config.train.reanalyze_ratio,
         offpolicy_correction_ratio=config.train.offpolicy_correction_ratio,
-        training_steps=config.total_train_steps,
+        training_steps=config.train.training_steps,
         dirichlet_alpha=config.mcts.dirichlet_alpha,
         exploration_fraction=config.mcts.exploration_fraction,
     )

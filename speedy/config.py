@@ -107,7 +107,11 @@ class ReplayConfig:
 @dataclass
 class TrainConfig:
     batch_size: int = 256
-    training_steps: int = 120_000
+    # EfficientZero measures its schedules against 100k training steps and then trains 20k "last steps" more:
+    # visit temperature milestones, learning-rate warm-up and the off-policy period are fractions of training_steps;
+    # the importance-sampling β anneals over all training_steps + last_steps.
+    training_steps: int = 100_000
+    last_steps: int = 20_000
     unroll_steps: int = 5
     td_steps: int = 5
     discount: float = 0.997  # per raw frame for Atari (per agent step for gym envs)
@@ -128,7 +132,7 @@ class TrainConfig:
     consistency_loss_weight: float = 2.0
     target_update_interval: int = 200
     reanalyze_ratio: float = 0.99  # fraction of positions whose policy target is re-searched
-    offpolicy_correction_ratio: float = 0.3  # n shrinks by one per ratio·training_steps env steps of age
+    offpolicy_correction_ratio: float = 0.3  # n shrinks by one per ratio·train.training_steps env steps of age
     env_steps_per_train_step: float = 1.0  # data/update ratio bound; 0 = unbounded
     device: str = "auto"  # "auto" | "cpu" | "cuda" | "cuda:N"
     mixed_precision: bool = False
@@ -136,6 +140,7 @@ class TrainConfig:
     def validate(self) -> None:
         _check(self.batch_size >= 1, "train.batch_size", self.batch_size, ">= 1")
         _check(self.training_steps >= 1, "train.training_steps", self.training_steps, ">= 1")
+        _check(self.last_steps >= 0, "train.last_steps", self.last_steps, ">= 0")
         _check(self.unroll_steps >= 1, "train.unroll_steps", self.unroll_steps, ">= 1")
         _check(self.td_steps >= 1, "train.td_steps", self.td_steps, ">= 1")
         _check(0 < self.discount <= 1, "train.discount", self.discount, "in (0, 1]")
@@ -161,7 +166,7 @@ class TrainConfig:
 class ActorConfig:
     num_envs: int = 8  # environments stepped together by one actor (one search batch)
     temperature_schedule: list[float] = field(default_factory=lambda: [1.0, 0.5, 0.25])
-    temperature_milestones: list[float] = field(default_factory=lambda: [0.5, 0.75])  # fractions of training
+    temperature_milestones: list[float] = field(default_factory=lambda: [0.5, 0.75])  # × train.training_steps
     weight_update_interval: int = 10  # training steps between weight pulls (also the refreshers')
 
     def validate(self) -> None:
@@ -225,7 +230,7 @@ class RunConfig:
     seed: int = 0
     run_dir: str = "runs"  # a fresh sub-directory per run is created below this
     max_env_steps: int = 100_000  # agent steps collected (Atari 100k = 100k agent steps = 400k frames)
-    max_train_steps: int = 0  # 0 = train.training_steps
+    max_train_steps: int = 0  # 0 = train.training_steps + train.last_steps
     log_interval_s: float = 5.0
     stop_eval_return: float = 0.0  # stop once a full evaluation reaches this mean return (0 = never)
     num_threads: int = 0  # torch/BLAS threads of an inline run; 0 = auto (1 for vector tasks, all cores for Atari)
@@ -256,7 +261,8 @@ class Config:
 
     @property
     def total_train_steps(self) -> int:
-        return self.run.max_train_steps or self.train.training_steps
+        """Training steps the run takes: run.max_train_steps, or train.training_steps + train.last_steps."""
+        return self.run.max_train_steps or self.train.training_steps + self.train.last_steps
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

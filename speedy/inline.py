@@ -27,6 +27,7 @@ from speedy.components import (
     reanalyze_settings,
     resolve_device,
     search_config,
+    self_play_temperature,
     task_spec,
 )
 from speedy.config import Config
@@ -41,7 +42,7 @@ from speedy.replay.frames import FrameSource
 from speedy.search import ModelSearch
 from speedy.selfplay import SelfPlay
 from speedy.shm.frames import FrameStore
-from speedy.targets import beta_schedule, visit_temperature
+from speedy.targets import beta_schedule
 from speedy.threads import limit_threads
 
 
@@ -124,9 +125,7 @@ def run_inline(config: Config, run_dir: Path, log: bool = True) -> RunSummary:
             if not can_act and not can_train:
                 break
             if can_act:
-                progress = train_steps / total_train
-                temperature = visit_temperature(progress, config.actor.temperature_schedule,
-                                                config.actor.temperature_milestones)
+                temperature = self_play_temperature(config, train_steps)
                 noise = dirichlet_noise(rng, train_env.num_envs, spec.num_actions, config.mcts.dirichlet_alpha)
                 out = actor_search.run(selfplay.observation(), noise, seed=int(rng.integers(2**31)))
                 actions = sample_actions(out.visit_counts, temperature, rng)

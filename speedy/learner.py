@@ -38,7 +38,7 @@ class Learner:
                                          t.lars_eta, t.lars_clip, t.lars_beta)
         self.loss_weights = LossWeights(t.value_prefix_loss_weight, t.value_loss_weight, t.policy_loss_weight,
                                         t.consistency_loss_weight)
-        self.warmup_steps = int(t.lr_warmup_fraction * config.total_train_steps)
+        self.warmup_steps = int(t.lr_warmup_fraction * t.training_steps)  # EfficientZero: 1% of 100k
         self.step = 0
 
     def _autocast(self) -> contextlib.AbstractContextManager:

@@ -12,7 +12,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
-from speedy.components import search_config
+from speedy.components import search_config, self_play_temperature
 from speedy.envs import make_vector_env
 from speedy.mcts import dirichlet_noise, sample_actions, visit_distribution
 from speedy.roles.context import Periodic, RoleContext
@@ -21,7 +21,6 @@ from speedy.search import ModelSearch, SearchRequest
 from speedy.selfplay import SelfPlay
 from speedy.shm.frames import FrameStore
 from speedy.shm.mux import mux_writer
-from speedy.targets import visit_temperature
 
 
 def may_collect(ctx: RoleContext) -> bool:
@@ -64,8 +63,7 @@ async def run_actor(ctx: RoleContext) -> None:
             if ctx.train_steps() >= version + config.actor.weight_update_interval:
                 version = max(version, ctx.pull_weights(model))
                 ctx.row.set("weights_version", version)
-            temperature = visit_temperature(ctx.training_progress(), config.actor.temperature_schedule,
-                                            config.actor.temperature_milestones)
+            temperature = self_play_temperature(config, ctx.train_steps())
             requests = [SearchRequest(p.observation(), dirichlet_noise(rng, p.env.num_envs, ctx.task.num_actions,
                                                                        config.mcts.dirichlet_alpha),
                                       int(rng.integers(2**31))) for p in plays]

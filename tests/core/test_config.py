@@ -1,6 +1,14 @@
-import pytest
+import math
 
+import numpy as np
+import pytest
+import torch
+
+from speedy.components import build_model, reanalyze_settings, self_play_temperature, task_spec
 from speedy.config import ConfigError, available_presets, build_config
+from speedy.learner import Learner
+from speedy.optim import learning_rate
+from speedy.targets import corrected_td_steps
 
 
 def test_presets_load_and_validate():
@@ -47,3 +55,29 @@ def test_run_file_errors_name_the_file(tmp_path):
 def test_unknown_preset_lists_available():
     with pytest.raises(ConfigError, match="unknown preset 'cartpol'.*cartpole"):
         build_config("cartpol")
+
+
+def test_schedules_are_efficientzero_100k_plus_20k_last_steps():
+    """EfficientZero: 100k training steps + 20k last steps; temperature 1 → 0.5 → 0.25 at 50k and 75k; warm-up 1% of
+    100k = 1,000 steps; off-policy period 0.3 · 100k = 30k env steps; β anneals over all 120k."""
+    config = build_config("atari100k")
+    assert config.total_train_steps == 120_000
+    temperatures = [self_play_temperature(config, step) for step in (0, 49_999, 50_000, 74_999, 75_000, 119_999)]
+    assert temperatures == [1.0, 1.0, 0.5, 0.5, 0.25, 0.25]
+    assert int(config.train.lr_warmup_fraction * config.train.training_steps) == 1_000
+    assert math.isclose(learning_rate(499, 0.2, 1_000, 100_000, 0.1), 0.1)  # step s uses (s + 1) / 1000
+    assert math.isclose(learning_rate(100_999, 0.2, 1_000, 100_000, 0.1), 0.2)
+    assert math.isclose(learning_rate(101_000, 0.2, 1_000, 100_000, 0.1), 0.02)
+    settings = reanalyze_settings(config, task_spec(config))
+    assert settings.training_steps == 100_000
+    age = np.array([0, 29_999, 30_000, 60_000, 120_000, 10**6])
+    np.testing.assert_array_equal(corrected_td_steps(age, 5, settings.offpolicy_correction_ratio, 100_000),
+                                  [5, 5, 4, 3, 1, 1])
+
+
+def test_learner_warms_up_over_one_percent_of_training_steps():
+    config = build_config("atari100k", overrides=["model.channels=4", "model.lstm_hidden=8", "model.proj_hidden=8",
+                                                  "model.proj_out=8", "model.pred_hidden=8", "env.frame_size=16"])
+    spec = task_spec(config)
+    learner = Learner(build_model(config, spec, torch.device("cpu")), config, spec.frame_stack, torch.device("cpu"))
+    assert learner.warmup_steps == 1_000

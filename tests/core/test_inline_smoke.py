@@ -43,7 +43,8 @@ def test_cartpole_inline_smoke(tmp_path):
 def test_atari_inline_smoke(tmp_path):
     """Breakout on the real ALE with the EfficientZero protocol, a tiny conv network and reanalysis."""
     config = build_config("atari100k", overrides=[
-        *TINY_MODEL, "env.frame_size=48", "run.max_env_steps=240", "train.training_steps=6", "replay.block_length=10",
+        *TINY_MODEL, "env.frame_size=48", "run.max_env_steps=240", "train.training_steps=6", "train.last_steps=0",
+        "replay.block_length=10",
         "replay.start_env_steps=40", "train.batch_size=4", "eval.episodes=1", "eval.interval=1000",
         "mcts.num_simulations=3", "eval.num_simulations=2", "actor.num_envs=4", "env.max_frames_eval=400",
         "replay.capacity=2000",

@@ -26,7 +26,8 @@ REPO = Path(__file__).resolve().parents[2]
 def test_tiny_atari_run_with_every_role(tmp_path, no_leftovers):
     config = build_config("atari100k", overrides=[
         *TINY_MODEL, "env.frame_size=48", "replay.block_length=10", "replay.start_env_steps=40",
-        "replay.capacity=4000", "train.batch_size=4", "train.training_steps=8", "mcts.num_simulations=3",
+        "replay.capacity=4000", "train.batch_size=4", "train.training_steps=8", "train.last_steps=0",
+        "mcts.num_simulations=3",
         "eval.num_simulations=2", "eval.episodes=1", "eval.interval=4", "env.max_frames_eval=200",
         "actor.num_envs=2", "roles.actors=2", "roles.reanalyzers=2", "roles.refreshers=1",
         "roles.refresh_chunk=32", "run.max_env_steps=2000", "run.log_interval_s=1", "train.reanalyze_ratio=0.5",
