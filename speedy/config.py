@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 PRESET_DIR = Path(__file__).parent / "presets"
+AUGMENTATION_SETTINGS = ("auto", "none", "shift", "intensity", "shift+intensity")
 
 
 class ConfigError(ValueError):
@@ -135,6 +136,9 @@ class TrainConfig:
     offpolicy_correction_ratio: float = 0.3  # n shrinks by one per ratio·train.training_steps env steps of age
     env_steps_per_train_step: float = 1.0  # data/update ratio bound; 0 = unbounded
     device: str = "auto"  # "auto" | "cpu" | "cuda" | "cuda:N"
+    # EfficientZero's augmentation of the training and consistency-target stacks (speedy/augment.py): "auto" = shift
+    # and intensity for image tasks, none for vector tasks; or "none", "shift", "intensity", "shift+intensity".
+    augmentation: str = "auto"
     mixed_precision: bool = False
 
     def validate(self) -> None:
@@ -158,6 +162,8 @@ class TrainConfig:
                ">= 1")
         _check(self.env_steps_per_train_step >= 0, "train.env_steps_per_train_step",
                self.env_steps_per_train_step, ">= 0")
+        _check(self.augmentation in AUGMENTATION_SETTINGS, "train.augmentation", self.augmentation,
+               f"one of {', '.join(repr(a) for a in AUGMENTATION_SETTINGS)}")
         _check(self.device == "auto" or self.device == "cpu" or self.device.startswith("cuda"), "train.device",
                self.device, "'auto', 'cpu', 'cuda' or 'cuda:N'")
 

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from speedy.augment import Augmentation, augmentation_kinds
 from speedy.config import Config
 from speedy.losses import LossWeights, TrainingBatch, unroll_loss
 from speedy.model import EfficientZeroNet
@@ -39,6 +40,8 @@ class Learner:
         self.loss_weights = LossWeights(t.value_prefix_loss_weight, t.value_loss_weight, t.policy_loss_weight,
                                         t.consistency_loss_weight)
         self.warmup_steps = int(t.lr_warmup_fraction * t.training_steps)  # EfficientZero: 1% of 100k
+        kinds = augmentation_kinds(t.augmentation, model.spec.is_image)
+        self.augment = Augmentation(kinds, config.run.seed + 31, device) if kinds else None
         self.step = 0
 
     def _autocast(self) -> contextlib.AbstractContextManager:
@@ -54,7 +57,8 @@ class Learner:
         self.model.train()
         batch = batch.to(self.device)
         with self._autocast():
-            out = unroll_loss(self.model, batch, self.frame_stack, self.config.mcts.lstm_horizon, self.loss_weights)
+            out = unroll_loss(self.model, batch, self.frame_stack, self.config.mcts.lstm_horizon, self.loss_weights,
+                              self.augment)
         self.optimizer.zero_grad(set_to_none=True)
         (out.total / t.unroll_steps).backward()
         grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), t.grad_clip)

@@ -12,6 +12,7 @@ step that ends an episode), so there is no target stack for it.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -35,10 +36,6 @@ class TrainingBatch:
     target_policy: torch.Tensor  # (B, K+1, A) float32 (rows of zeros past the episode end)
     mask: torch.Tensor  # (B, K+1) float32, 1 where t+k is a real state
     weights: torch.Tensor  # (B,) float32 importance-sampling weights
-
-    def stack(self, k: int, frame_stack: int) -> torch.Tensor:
-        """Observation stack at t+k: (B, s·C, H, W) for images or (B, s·D) for vectors."""
-        return merge_stack(self.frames[:, k : k + frame_stack])
 
     def to(self, device: torch.device) -> TrainingBatch:
         return TrainingBatch(**{name: value.to(device, non_blocking=True) for name, value in vars(self).items()})
@@ -118,15 +115,31 @@ def _halve_gradient(latent: torch.Tensor) -> None:
         latent.register_hook(lambda grad: grad * 0.5)
 
 
-def unroll(model: EfficientZeroNet, batch: TrainingBatch, frame_stack: int, lstm_horizon: int) -> Predictions:
+Augment = Callable[[torch.Tensor], torch.Tensor]
+
+
+def observation_stacks(batch: TrainingBatch, frame_stack: int, augment: Augment | None = None
+                       ) -> tuple[torch.Tensor, torch.Tensor]:
+    """The stack at t, (B, s·C, H, W) or (B, s·D), and the consistency-target stacks at t+1 … t+K, (K·B, …)
+    k-major. With `augment` (frames (B, T, …) float → same), the frames t−s+1 … t behind the first and the frames
+    t−s+2 … t+K behind the targets are augmented independently, as EfficientZero does."""
+    s, K = frame_stack, batch.actions.shape[1]
+    first, later = batch.frames[:, :s], batch.frames[:, 1:]
+    if augment is not None:
+        first, later = augment(first.float()), augment(later.float())
+    return merge_stack(first), torch.cat([merge_stack(later[:, k : k + s]) for k in range(K)])
+
+
+def unroll(model: EfficientZeroNet, batch: TrainingBatch, frame_stack: int, lstm_horizon: int,
+           augment: Augment | None = None) -> Predictions:
     """Run initial inference at t and K recurrent steps; project next observations for the consistency loss."""
     K = batch.actions.shape[1]
-    first = model.initial_inference(batch.stack(0, frame_stack))
+    obs, next_obs = observation_stacks(batch, frame_stack, augment)
+    first = model.initial_inference(obs)
     value_logits, policy_logits = [first.value_logits], [first.policy_logits]
     prefix_logits, dynamic_proj, target_proj = [], [], []
     latent, state = first.latent, first.lstm_state
     with torch.no_grad():
-        next_obs = torch.cat([batch.stack(k, frame_stack) for k in range(1, K + 1)])
         next_latents = model.initial_inference(next_obs).latent
         targets = model.project(next_latents, with_grad=False).view(K, -1, model.spec.proj_out)
     for k in range(1, K + 1):
@@ -150,9 +163,11 @@ def unroll(model: EfficientZeroNet, batch: TrainingBatch, frame_stack: int, lstm
 
 
 def unroll_loss(
-    model: EfficientZeroNet, batch: TrainingBatch, frame_stack: int, lstm_horizon: int, loss_weights: LossWeights
+    model: EfficientZeroNet, batch: TrainingBatch, frame_stack: int, lstm_horizon: int, loss_weights: LossWeights,
+    augment: Augment | None = None,
 ) -> LossOutput:
-    pred = unroll(model, batch, frame_stack, lstm_horizon)
+    """`unroll` then `loss_terms` on the batch's targets."""
+    pred = unroll(model, batch, frame_stack, lstm_horizon, augment)
     return loss_terms(
         pred,
         batch.target_value,

@@ -81,3 +81,11 @@ def test_learner_warms_up_over_one_percent_of_training_steps():
     spec = task_spec(config)
     learner = Learner(build_model(config, spec, torch.device("cpu")), config, spec.frame_stack, torch.device("cpu"))
     assert learner.warmup_steps == 1_000
+    assert learner.augment is not None and learner.augment.kinds == ("shift", "intensity")  # on for images
+
+
+def test_vector_tasks_train_without_augmentation():
+    config = build_config("cartpole")
+    spec = task_spec(config)
+    learner = Learner(build_model(config, spec, torch.device("cpu")), config, spec.frame_stack, torch.device("cpu"))
+    assert config.train.augmentation == "auto" and learner.augment is None

@@ -1,0 +1,73 @@
+"""EfficientZero's augmentation of training observations, in torch on the training device.
+
+Two transforms, each drawn once per sample and shared by all the frames of that sample (so a stack stays a
+consistent picture):
+- shift: pad each frame by `pad` pixels replicating its border, then crop back to H × W at a uniformly random offset
+  in [0, 2·pad]², i.e. move the picture by −pad … pad pixels per axis (rows/columns clamped at the border);
+- intensity: multiply by 1 + scale · clip(N(0, 1), −2, 2).
+
+The trainer augments the frames behind the observation stack at t and, with fresh draws, those behind the
+consistency-target stacks at t+1 … t+K (`speedy.losses.observation_stacks`).
+"""
+
+from __future__ import annotations
+
+import torch
+
+from speedy.config import AUGMENTATION_SETTINGS
+
+KINDS = ("shift", "intensity")
+SETTINGS = AUGMENTATION_SETTINGS
+
+
+def augmentation_kinds(setting: str, is_image: bool) -> tuple[str, ...]:
+    """`train.augmentation` → transforms to apply: 'auto' = shift and intensity for image tasks, none for vectors."""
+    if setting not in SETTINGS:
+        raise ValueError(f"train.augmentation = {setting!r}: expected one of {', '.join(SETTINGS)}")
+    if setting == "auto":
+        return KINDS if is_image else ()
+    kinds = () if setting == "none" else tuple(setting.split("+"))
+    if kinds and not is_image:
+        raise ValueError(f"train.augmentation = {setting!r} needs image observations; this task's are vectors")
+    return kinds
+
+
+def random_shift(frames: torch.Tensor, pad: int, generator: torch.Generator) -> torch.Tensor:
+    """frames (B, T, C, H, W) → same shape and dtype, each sample moved by one random offset (replicate padding)."""
+    B, T, C, H, W = frames.shape
+    flat = frames.reshape(B, T * C, H, W)
+    offsets = torch.randint(0, 2 * pad + 1, (2, B), generator=generator, device=frames.device)
+    rows = (torch.arange(H, device=frames.device) + offsets[0, :, None] - pad).clamp(0, H - 1)  # (B, H)
+    cols = (torch.arange(W, device=frames.device) + offsets[1, :, None] - pad).clamp(0, W - 1)  # (B, W)
+    flat = flat.gather(2, rows[:, None, :, None].expand(B, T * C, H, W))
+    flat = flat.gather(3, cols[:, None, None, :].expand(B, T * C, H, W))
+    return flat.reshape(frames.shape)
+
+
+def random_intensity(frames: torch.Tensor, scale: float, generator: torch.Generator) -> torch.Tensor:
+    """frames (B, T, C, H, W) float → same shape and dtype, sample b scaled by 1 + scale · clip(N(0, 1), −2, 2)."""
+    if not frames.is_floating_point():
+        raise TypeError(f"intensity augmentation needs floating frames, got {frames.dtype}")
+    noise = torch.randn(frames.shape[0], generator=generator, device=frames.device).clamp(-2.0, 2.0)
+    factor = (1.0 + scale * noise).to(frames.dtype)
+    return frames * factor.view(-1, *([1] * (frames.dim() - 1)))
+
+
+class Augmentation:
+    """Seeded augmentation on one device: `augment(frames)` with frames (B, T, C, H, W) → same shape and dtype."""
+
+    def __init__(self, kinds: tuple[str, ...], seed: int, device: torch.device, pad: int = 4,
+                 intensity_scale: float = 0.05) -> None:
+        unknown = set(kinds) - set(KINDS)
+        if unknown:
+            raise ValueError(f"unknown augmentation {sorted(unknown)}; known: {', '.join(KINDS)}")
+        self.kinds, self.pad, self.intensity_scale = kinds, pad, intensity_scale
+        self.generator = torch.Generator(device=device)
+        self.generator.manual_seed(seed)
+
+    def __call__(self, frames: torch.Tensor) -> torch.Tensor:
+        if "shift" in self.kinds:
+            frames = random_shift(frames, self.pad, self.generator)
+        if "intensity" in self.kinds:
+            frames = random_intensity(frames, self.intensity_scale, self.generator)
+        return frames
