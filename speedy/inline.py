@@ -40,7 +40,7 @@ from speedy.reanalyze import compute_targets, sample_windows
 from speedy.replay import ReplayBuffer
 from speedy.replay.frames import FrameSource
 from speedy.search import ModelSearch
-from speedy.selfplay import SelfPlay
+from speedy.selfplay import SelfPlay, random_policy
 from speedy.shm.frames import FrameStore
 from speedy.targets import beta_schedule
 from speedy.threads import limit_threads
@@ -126,10 +126,14 @@ def run_inline(config: Config, run_dir: Path, log: bool = True) -> RunSummary:
                 break
             if can_act:
                 temperature = self_play_temperature(config, train_steps)
-                noise = dirichlet_noise(rng, train_env.num_envs, spec.num_actions, config.mcts.dirichlet_alpha)
-                out = actor_search.run(selfplay.observation(), noise, seed=int(rng.integers(2**31)))
-                actions = sample_actions(out.visit_counts, temperature, rng)
-                blocks, stats = selfplay.step(actions, visit_distribution(out.visit_counts, 1.0), env_steps)
+                if train_steps == 0:  # before training starts, act uniformly at random (EfficientZero)
+                    actions, policies = random_policy(train_env.num_envs, spec.num_actions, rng)
+                else:
+                    noise = dirichlet_noise(rng, train_env.num_envs, spec.num_actions, config.mcts.dirichlet_alpha)
+                    out = actor_search.run(selfplay.observation(), noise, seed=int(rng.integers(2**31)))
+                    actions = sample_actions(out.visit_counts, temperature, rng)
+                    policies = visit_distribution(out.visit_counts, 1.0)
+                blocks, stats = selfplay.step(actions, policies, env_steps)
                 for block in blocks:
                     replay.add(block)
                 env_steps += stats.env_steps

@@ -41,6 +41,13 @@ class EpisodeBuffer:
         self.emitted = 0
 
 
+def random_policy(num_envs: int, num_actions: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """How actors act before training starts (as EfficientZero): actions (N,) int64 uniformly at random, and the
+    uniform distribution (N, A) float32 stored as their policy target."""
+    actions = rng.integers(0, num_actions, size=num_envs).astype(np.int64)
+    return actions, np.full((num_envs, num_actions), 1.0 / num_actions, dtype=np.float32)
+
+
 @dataclass
 class SelfPlayStats:
     env_steps: int  # agent steps taken in this call (= num_envs)

@@ -18,7 +18,7 @@ from speedy.mcts import dirichlet_noise, sample_actions, visit_distribution
 from speedy.roles.context import Periodic, RoleContext
 from speedy.roles.messages import Outbox
 from speedy.search import ModelSearch, SearchRequest
-from speedy.selfplay import SelfPlay
+from speedy.selfplay import SelfPlay, random_policy
 from speedy.shm.frames import FrameStore
 from speedy.shm.mux import mux_writer
 
@@ -30,6 +30,18 @@ def may_collect(ctx: RoleContext) -> bool:
     if ratio == 0 or train_steps == 0:
         return True
     return ctx.total_env_steps() < ctx.config.replay.start_env_steps + ratio * train_steps
+
+
+async def search_choices(ctx: RoleContext, search: ModelSearch, plays: list[SelfPlay], executor: ThreadPoolExecutor,
+                         temperature: float, rng: np.random.Generator) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Search every env group (pipelined) → per group: actions (N,) sampled at `temperature` and the visit
+    distributions (N, A) stored as policy targets."""
+    alpha = ctx.config.mcts.dirichlet_alpha
+    requests = [SearchRequest(p.observation(), dirichlet_noise(rng, p.env.num_envs, ctx.task.num_actions, alpha),
+                              int(rng.integers(2**31))) for p in plays]
+    outputs = await ctx.timed_search(search, search.run_pipelined(requests, executor))
+    return [(sample_actions(out.visit_counts, temperature, rng), visit_distribution(out.visit_counts, 1.0))
+            for out in outputs]
 
 
 async def run_actor(ctx: RoleContext) -> None:
@@ -64,15 +76,13 @@ async def run_actor(ctx: RoleContext) -> None:
                 version = max(version, ctx.pull_weights(model))
                 ctx.row.set("weights_version", version)
             temperature = self_play_temperature(config, ctx.train_steps())
-            requests = [SearchRequest(p.observation(), dirichlet_noise(rng, p.env.num_envs, ctx.task.num_actions,
-                                                                       config.mcts.dirichlet_alpha),
-                                      int(rng.integers(2**31))) for p in plays]
-            outputs = await ctx.timed_search(search, search.run_pipelined(requests, executor))
-            for play, out in zip(plays, outputs, strict=True):
-                actions = sample_actions(out.visit_counts, temperature, rng)
+            if ctx.train_steps() == 0:  # before training starts, act uniformly at random (EfficientZero)
+                choices = [random_policy(p.env.num_envs, ctx.task.num_actions, rng) for p in plays]
+            else:
+                choices = await search_choices(ctx, search, plays, executor, temperature, rng)
+            for play, (actions, policies) in zip(plays, choices, strict=True):
                 with ctx.row.timed("busy_env"):
-                    blocks, stats = play.step(actions, visit_distribution(out.visit_counts, 1.0),
-                                              ctx.total_env_steps())
+                    blocks, stats = play.step(actions, policies, ctx.total_env_steps())
                 ctx.row.add("env_steps", stats.env_steps)
                 ctx.row.add("episodes", len(stats.episode_returns))
                 returns = (returns + stats.episode_returns)[-20:]

@@ -3,7 +3,7 @@ import numpy as np
 from speedy.envs import make_vector_env
 from speedy.replay import BlockLayout
 from speedy.replay.frames import FrameSource
-from speedy.selfplay import SelfPlay
+from speedy.selfplay import SelfPlay, random_policy
 from speedy.shm.frames import FrameStore
 
 
@@ -46,3 +46,11 @@ def test_blocks_reference_the_frames_the_env_produced(tmp_path):
     finally:
         env.close()
         store.close()
+
+
+def test_before_training_actions_are_uniformly_random_with_uniform_policy_targets():
+    actions, policies = random_policy(6000, 3, np.random.default_rng(0))
+    assert actions.shape == (6000,) and actions.dtype == np.int64 and policies.shape == (6000, 3)
+    np.testing.assert_allclose(policies, 1 / 3)
+    counts = np.bincount(actions, minlength=3)
+    assert np.all(np.abs(counts - 2000) < 150)  # ±3.4σ of a binomial(6000, 1/3)
