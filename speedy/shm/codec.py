@@ -12,8 +12,10 @@ knowledge of where the message lies; the encoder is told the absolute address mo
 (`abs_offset`) so that the arrays it writes into a ring are aligned for SIMD readers.
 
 Decoding returns zero-copy, read-only ndarray views into the buffer. Anything malformed —
-truncated bytes, bad magic, a header that is not msgpack, an unknown dtype, a payload that
-points outside the message — raises `CodecError` naming the problem; it never returns garbage.
+truncated bytes, bad magic, a header that is not msgpack, an unknown or unparsable dtype, a
+shape numpy cannot hold, a payload that points outside the message — raises `CodecError` (and
+nothing else) naming the problem and the value; it never returns garbage. A message is at most
+`MAX_MESSAGE_BYTES` (the prefix's lengths are u32); encoding a bigger one raises `CodecError`.
 Allowed dtypes: bool, signed/unsigned integers, floats, complex (no object or void dtypes).
 """
 
@@ -33,6 +35,7 @@ ALIGN = 64
 _ALLOWED_KINDS = frozenset("biufc")
 _MAX_NDIM = 32
 _ZEROS = bytes(ALIGN)
+MAX_MESSAGE_BYTES = 0xFFFFFFFF
 
 
 class CodecError(ValueError):
@@ -42,6 +45,19 @@ class CodecError(ValueError):
 def align_up(n: int, a: int = ALIGN) -> int:
     """Smallest multiple of `a` that is >= `n`."""
     return (n + a - 1) // a * a
+
+
+def message_size(header_bytes: int, payload_bytes: int, abs_start: int) -> int:
+    """Exact encoded bytes of a message whose header is `header_bytes` long, with `payload_bytes`
+    of payload span, written at an address that is `abs_start` modulo 64."""
+    return align_up(abs_start + _PREFIX.size + header_bytes) - abs_start + payload_bytes
+
+
+def _check_size(header_bytes: int, payload_bytes: int) -> None:
+    worst = _PREFIX.size + header_bytes + ALIGN - 1 + payload_bytes
+    if worst > MAX_MESSAGE_BYTES:
+        raise CodecError(f"message of up to {worst} bytes (header {header_bytes}, payload {payload_bytes}) "
+                         f"exceeds the codec's limit of {MAX_MESSAGE_BYTES} bytes")
 
 
 @dataclass
@@ -186,7 +202,10 @@ def prepare(fields: Mapping[str, Any],
         key.append((name, arr.dtype, arr.shape))
     tkey = tuple(key)
     enc = _ENC_CACHE.get(tkey) or _enc_table(tkey, contiguous)
-    return _header(fields, enc.packed), contiguous, enc.offsets, enc.payload_bytes
+    header = _header(fields, enc.packed)
+    if enc.payload_bytes + len(header) > 0x7FFFFFFF:
+        _check_size(len(header), enc.payload_bytes)
+    return header, contiguous, enc.offsets, enc.payload_bytes
 
 
 def plan(fields: Mapping[str, Any], arrays: Mapping[str, np.ndarray] | None = None) -> EncodePlan:
@@ -260,7 +279,10 @@ def decode_at(mv: memoryview, start: int, n: int) -> tuple[dict[str, Any], dict[
     at = start + base
     writable = not mv.readonly
     for name, dtype, shape, off in entries:
-        arr = np.ndarray(shape, dtype, mv, at + off)
+        try:
+            arr = np.ndarray(shape, dtype, mv, at + off)
+        except Exception as e:  # a shape numpy refuses (e.g. too many elements even with a 0 dimension)
+            raise CodecError(f"array {name!r}: numpy refuses shape {list(shape)} of {dtype}: {e}") from e
         if writable:
             arr.flags.writeable = False
         arrays[name] = arr
@@ -280,7 +302,7 @@ def _decode_cached(hb: bytes) -> tuple | None:
             continue
         try:
             fields = msgpack.unpackb(hb[3 : -length - 2], raw=False, strict_map_key=True)
-        except (ValueError, TypeError, msgpack.UnpackException):
+        except Exception:  # noqa: BLE001 - any parse failure: fall back to the validating slow path
             continue
         if isinstance(fields, dict):
             return fields, cached[0], cached[1]
@@ -290,8 +312,8 @@ def _decode_cached(hb: bytes) -> tuple | None:
 def _decode_slow(hb: bytes, base: int, total: int) -> tuple[dict, list, int]:
     try:
         head = msgpack.unpackb(hb, raw=False, strict_map_key=True)
-    except (ValueError, TypeError, msgpack.UnpackException) as e:
-        raise CodecError(f"message header is not valid msgpack: {e}") from e
+    except Exception as e:  # msgpack raises ValueError, TypeError, StackError, ... on malformed input
+        raise CodecError(f"message header is not valid msgpack: {type(e).__name__}: {e}") from e
     if not isinstance(head, dict) or not isinstance(head.get("f"), dict) or not isinstance(head.get("a"), list):
         raise CodecError("message header lacks the 'f' (fields) dict or 'a' (arrays) list")
     entries = [_decode_array(base, total, entry) for entry in head["a"]]
@@ -324,13 +346,14 @@ def _decode_array(base: int, total: int, entry: Any) -> tuple[str, np.dtype, tup
         raise CodecError(f"array table entry has a bad name or dtype: {entry!r}")
     try:
         dtype = np.dtype(dtype_str)
-    except TypeError as e:
-        raise CodecError(f"array {name!r}: unknown dtype {dtype_str!r}") from e
+    except Exception as e:  # numpy raises TypeError, ValueError or SyntaxError on odd strings
+        raise CodecError(f"array {name!r}: unknown dtype {dtype_str!r} ({type(e).__name__})") from e
     if dtype.kind not in _ALLOWED_KINDS:
         raise CodecError(f"array {name!r}: dtype {dtype} not allowed")
     ok_shape = isinstance(shape, list) and len(shape) <= _MAX_NDIM
-    if not ok_shape or not all(isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in shape):
-        raise CodecError(f"array {name!r}: bad shape {shape!r}")
+    if not ok_shape or not all(isinstance(d, int) and not isinstance(d, bool) and 0 <= d <= MAX_MESSAGE_BYTES
+                               for d in shape):
+        raise CodecError(f"array {name!r}: bad shape {shape!r} (dimensions are ints in [0, {MAX_MESSAGE_BYTES}])")
     if not (isinstance(off, int) and isinstance(nbytes, int)) or off < 0:
         raise CodecError(f"array {name!r}: bad offset/nbytes {off!r}/{nbytes!r}")
     if _count(shape) * dtype.itemsize != nbytes:

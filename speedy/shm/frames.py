@@ -126,10 +126,11 @@ class FrameStore:
     def get(self, ids: np.ndarray | Sequence[int] | int, out: np.ndarray | None = None) -> np.ndarray:
         """Gather frames by id into `out` (or a new array): shape (*ids.shape, *frame_shape).
 
-        Raises FrameNotFoundError / FrameEvictedError for ids not (or no longer) stored; never
-        returns a frame other than the one asked for.
+        Raises FrameNotFoundError / FrameEvictedError for ids not (or no longer) stored, TypeError
+        for ids that are not integers (1.5 is not frame 1); never returns a frame other than the
+        one asked for.
         """
-        ids = np.asarray(ids, dtype=np.int64)
+        ids = _as_ids(ids)
         self._check_ids(ids)
         res = np.take(self._frames, ids % self.capacity, axis=0, out=out)
         fence()
@@ -139,6 +140,8 @@ class FrameStore:
     def view(self, first_id: int, count: int = 1) -> np.ndarray:
         """Zero-copy view of frames [first_id, first_id + count) if they are contiguous in the
         store. The writer may overwrite them later: call `still_valid(first_id)` after use."""
+        if not isinstance(first_id, int | np.integer) or isinstance(first_id, bool):
+            raise TypeError(f"frame id must be an integer, got {first_id!r}")
         ids = np.arange(first_id, first_id + count, dtype=np.int64)
         self._check_ids(ids)
         slot = first_id % self.capacity
@@ -155,6 +158,16 @@ class FrameStore:
         """Unmap (the creator also unlinks the segment)."""
         del self._ctrl, self._slot_ids, self._frames
         self.seg.close()
+
+
+def _as_ids(ids: np.ndarray | Sequence[int] | int) -> np.ndarray:
+    """Frame ids as int64, refusing anything that is not an integer (no silent truncation)."""
+    arr = np.asarray(ids)
+    if arr.dtype.kind not in "iu" and not (arr.size == 0 and arr.dtype.kind == "f"):
+        raise TypeError(f"frame ids must be integers, got {arr.dtype} {arr.reshape(-1)[:4].tolist()}")
+    if arr.dtype.kind == "u" and arr.size and arr.max() > np.iinfo(np.int64).max:
+        raise FrameNotFoundError(f"frame ids {arr[arr > np.iinfo(np.int64).max][:8].tolist()} not in store")
+    return arr.astype(np.int64, copy=False)
 
 
 def _frames_offset(capacity: int) -> int:

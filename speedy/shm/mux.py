@@ -61,7 +61,9 @@ class MuxReader:
             raise ValueError("MuxReader needs at least one ring reader")
         self.readers = list(readers)
         self._next = 0
-        self._bell = self.readers[0]._bell
+        # the mux's own fd on the shared doorbell: dropping (closing) any ring reader, the first
+        # included, must not close what the mux sleeps on
+        self._bell = Doorbell(self.readers[0].ring.reader_bell_path)
 
     @classmethod
     def attach(cls, run_id: str, name: str) -> MuxReader:
@@ -187,6 +189,8 @@ class MuxReader:
 
     def drop(self, index: int) -> None:
         """Stop listening to producer `index` (e.g. after it died)."""
+        if not 0 <= index < len(self.readers):
+            raise IndexError(f"mux has {len(self.readers)} producers; cannot drop producer {index}")
         r = self.readers.pop(index)
         r.close()
         self._next = 0
@@ -195,6 +199,7 @@ class MuxReader:
         """Close every reading end."""
         for r in self.readers:
             r.close()
+        self._bell.close()
 
 
 class FanOutWriter:

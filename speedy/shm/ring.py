@@ -31,7 +31,20 @@ lost; and the sleeper wakes at least every `POLL_S` seconds anyway to check its 
 
 Records are read in place: `get()` returns a `Message` whose arrays are views into the ring;
 the slot is handed back to the writer by `Message.release()`. Several messages may be held
-at once and released in any order (head advances over the released prefix).
+at once and released in any order.
+
+Release rule (what holds space). The reader keeps one pending entry, in ring order, for every
+record *and every wrap marker* it has stepped over since `head`; `head` advances over the longest
+prefix of released entries, and only then. An entry is released:
+- a wrap (skip) marker: as soon as the reader steps over it (it carries nothing);
+- a copied record (`get_bytes`, `get_many`, `get(copy=True)`, `get_batch(copy=True)`): once its
+  bytes are copied out;
+- a zero-copy message (`get()`, `get_batch()`): when its `release()` is called;
+- a record whose decoding failed: at once (the error is raised; the stream goes on).
+A batch read releases exactly the entries it created, never an earlier message still held, so a
+held message's bytes are never reused, and a skipped gap is never left unreleased behind it.
+`ready()` steps over (and releases) a trailing wrap marker, so a reader never sleeps while the
+writer waits for the space of a marker.
 """
 
 from __future__ import annotations
@@ -39,6 +52,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import itertools
 import os
 import platform
 import struct
@@ -70,7 +84,7 @@ SPIN_MAX_S = 500e-6
 POLL_S = 0.1
 # x86-64 (TSO) keeps stores in program order: no fence is needed before publishing a counter.
 _STORE_FENCE = platform.machine().lower() not in ("x86_64", "amd64", "i386", "i686")
-_MSG_OVERHEAD = 16 + 63  # codec prefix + worst-case alignment padding
+_MAX_BODY = 0xFFFFFFFF  # a record's body length is a u32
 
 
 class RingError(RuntimeError):
@@ -222,6 +236,15 @@ class _End:
         if pid and not pid_alive(pid, self.ring.ctrl_f[self._PEER_START]):
             raise PeerDiedError(f"ring {self.ring.name}: the {self.peer_role} (pid {pid}) died")
 
+    def _check_peer_after(self, ready: Callable[[], bool]) -> None:
+        """`_check_peer`, but a peer that published and then closed (or died) is reported only
+        once nothing it published is left: `ready()` is re-checked after the peer check."""
+        try:
+            self._check_peer()
+        except RingError:
+            if not ready():
+                raise
+
     def peer_alive(self) -> bool:
         """False if the peer attached and has since died (or closed)."""
         try:
@@ -264,7 +287,7 @@ class _End:
             if ready():
                 self._learn(time.monotonic() - t0)
                 return
-            self._check_peer()
+            self._check_peer_after(ready)
             if deadline is not None and time.monotonic() >= deadline:
                 raise RingTimeoutError(f"ring {self.ring.name}: {self.role} timed out after {timeout} s")
 
@@ -289,7 +312,7 @@ class _End:
             self._bell.drain()
             if ready():
                 return
-            self._check_peer()
+            self._check_peer_after(ready)
             if deadline is not None and time.monotonic() >= deadline:
                 raise RingTimeoutError(f"ring {self.ring.name}: {self.role} timed out after {timeout} s")
 
@@ -298,9 +321,10 @@ class _End:
         if self.closed:
             return
         self.closed = True
-        self.ctrl[self._CLOSED] = 1
-        fence()
-        self._peer_bell.ring()
+        with contextlib.suppress(ValueError):  # the Ring was closed (unmapped) first: nothing to flag
+            self.ctrl[self._CLOSED] = 1
+            fence()
+            self._peer_bell.ring()
         self._bell.close()
         self._peer_bell.close()
 
@@ -331,9 +355,13 @@ class RingWriter(_End):
         self._head = self.ctrl[HEAD]
         return self.cap - (self._tail - self._head) >= nbytes
 
-    def _check_total(self, total: int) -> None:
+    def _check_total(self, total: int, what: str = "record") -> None:
+        """Refuse a record that can never fit (`total` ring bytes, header and padding included)."""
         if total > self.cap:
-            raise ValueError(f"record of {total} bytes does not fit ring {self.ring.name} ({self.cap} bytes)")
+            raise ValueError(f"{what} of {total} ring bytes (8-byte record header included) does not fit "
+                             f"ring {self.ring.name} ({self.cap} bytes)")
+        if total - 8 > _MAX_BODY:
+            raise ValueError(f"{what} of {total - 8} bytes exceeds the ring's record limit of {_MAX_BODY} bytes")
         if self.closed:
             raise RingClosedError(f"ring {self.ring.name}: writer already closed")
 
@@ -347,22 +375,25 @@ class RingWriter(_End):
         _REC.pack_into(self.ring.data, self._tail % self.cap, nbytes - 8, KIND_SKIP)
         self._commit(nbytes)
 
-    def _make_room(self, total: int, timeout: float | None) -> None:
-        """Wrap if needed, then wait until `total` contiguous bytes are free at the tail."""
+    def _make_room(self, total: int, timeout: float | None, wrapped: int | None = None) -> None:
+        """Wrap if a `total`-byte record does not fit before the end of the data (after a wrap the
+        record needs `wrapped` bytes, default `total`), then wait until it is free at the tail."""
         skip = self._needs_wrap(total)
         if skip:
             if not self._free(skip):
                 self._wait(lambda: self._free(skip), timeout)
             self._write_skip(skip)
+            total = total if wrapped is None else wrapped
         if not self._free(total):
             self._wait(lambda: self._free(total), timeout)
 
-    async def _amake_room(self, total: int, timeout: float | None) -> None:
+    async def _amake_room(self, total: int, timeout: float | None, wrapped: int | None = None) -> None:
         skip = self._needs_wrap(total)
         if skip:
             if not self._free(skip):
                 await self._await(lambda: self._free(skip), timeout)
             self._write_skip(skip)
+            total = total if wrapped is None else wrapped
         if not self._free(total):
             await self._await(lambda: self._free(total), timeout)
 
@@ -458,50 +489,53 @@ class RingWriter(_End):
         _REC.pack_into(self.ring.mm, start - 8, n, KIND_DATA)
         return (n + 15) & ~7
 
-    def _fits_now(self, bound: int) -> bool:
-        """True if a `bound`-byte record fits contiguously at the tail without waiting."""
+    def _msg_size(self, prep: tuple, off: int) -> int:
+        """Exact ring bytes of a `codec.prepare`d message written at data offset `off` (the codec
+        aligns payloads to absolute 64-byte addresses, so the padding depends on `off`)."""
+        return record_size(codec.message_size(len(prep[0]), prep[3], self.ring.base + off + 8))
+
+    def _msg_room(self, prep: tuple) -> tuple[int, int]:
+        """(bytes at the tail, bytes after a wrap) of a message, after checking it can ever fit."""
+        wrapped = self._msg_size(prep, 0)
+        self._check_total(wrapped, "message")
+        return self._msg_size(prep, self._tail % self.cap), wrapped
+
+    def _fits_now(self, total: int) -> bool:
+        """True if a `total`-byte record fits contiguously at the tail without waiting."""
         off = self._tail % self.cap
-        return bound <= self.cap - off and self._free(bound) and not self.closed
+        return total <= self.cap - off and self._free(total) and not self.closed
 
     def put(self, fields: Mapping[str, Any], arrays: Mapping[str, np.ndarray] | None = None,
             timeout: float | None = None) -> None:
         """Append one message: msgpack `fields` + raw `arrays` (each copied once into the ring)."""
         prep = codec.prepare(fields, arrays)
-        bound = record_size(_MSG_OVERHEAD + len(prep[0]) + prep[3])
-        if not self._fits_now(bound):
-            self._check_total(bound)
-            self._make_room(bound, timeout)
+        if not self._fits_now(self._msg_size(prep, self._tail % self.cap)):
+            here, wrapped = self._msg_room(prep)
+            self._make_room(here, timeout, wrapped)
         self._commit(self._write_message(self._tail % self.cap, prep))
 
     async def aput(self, fields: Mapping[str, Any], arrays: Mapping[str, np.ndarray] | None = None,
                    timeout: float | None = None) -> None:
         """Async `put`: awaits (or raises RingTimeoutError after `timeout` s) while the ring is full."""
         prep = codec.prepare(fields, arrays)
-        bound = record_size(_MSG_OVERHEAD + len(prep[0]) + prep[3])
-        if not self._fits_now(bound):
-            self._check_total(bound)
-            await self._amake_room(bound, timeout)
+        if not self._fits_now(self._msg_size(prep, self._tail % self.cap)):
+            here, wrapped = self._msg_room(prep)
+            await self._amake_room(here, timeout, wrapped)
         self._commit(self._write_message(self._tail % self.cap, prep))
 
-    def _put_batch_some(self, preps: list[tuple], i: int) -> tuple[int, int]:
-        """Write preps[i:] that fit contiguously now, with one counter update.
-        Returns (new i, bound of the record that did not fit, or 0)."""
+    def _put_batch_some(self, preps: list[tuple], i: int) -> int:
+        """Write preps[i:] that fit contiguously now, with one counter update; returns the new i
+        (< len(preps) when preps[i] has to wait or wrap)."""
         self._head = self.ctrl[HEAD]
         off = self._tail % self.cap
         avail = min(self.cap - off, self.cap - (self._tail - self._head))
         used = 0
-        while i < len(preps):
-            prep = preps[i]
-            bound = record_size(_MSG_OVERHEAD + len(prep[0]) + prep[3])
-            if used + bound > avail:
-                if used:
-                    self._commit(used)
-                return i, bound
-            used += self._write_message(off + used, prep)
+        while i < len(preps) and used + self._msg_size(preps[i], off + used) <= avail:
+            used += self._write_message(off + used, preps[i])
             i += 1
         if used:
             self._commit(used)
-        return i, 0
+        return i
 
     def put_batch(self, messages: Sequence[codec.Message], timeout: float | None = None) -> None:
         """Append many messages (their `fields` and `arrays`) with one counter update and at most
@@ -509,20 +543,20 @@ class RingWriter(_End):
         preps = [codec.prepare(m.fields, m.arrays) for m in messages]
         i = 0
         while i < len(preps):
-            i, bound = self._put_batch_some(preps, i)
-            if bound:
-                self._check_total(bound)
-                self._make_room(bound, timeout)
+            i = self._put_batch_some(preps, i)
+            if i < len(preps):
+                here, wrapped = self._msg_room(preps[i])
+                self._make_room(here, timeout, wrapped)
 
     async def aput_batch(self, messages: Sequence[codec.Message], timeout: float | None = None) -> None:
         """Async `put_batch`."""
         preps = [codec.prepare(m.fields, m.arrays) for m in messages]
         i = 0
         while i < len(preps):
-            i, bound = self._put_batch_some(preps, i)
-            if bound:
-                self._check_total(bound)
-                await self._amake_room(bound, timeout)
+            i = self._put_batch_some(preps, i)
+            if i < len(preps):
+                here, wrapped = self._msg_room(preps[i])
+                await self._amake_room(here, timeout, wrapped)
 
     def free_bytes(self) -> int:
         """Bytes free right now (a record also needs its header and maybe a wrap)."""
@@ -545,8 +579,17 @@ class RingReader(_End):
         self._deferred: Exception | None = None  # a codec error found behind a returned batch
 
     def ready(self) -> bool:
-        """True if at least one record is published and not yet handed out."""
-        return self.ctrl[TAIL] != self._pos
+        """True if at least one record is published and not yet handed out. A wrap marker at the
+        read position is stepped over (and its space released) first: it is not a record."""
+        tail = self.ctrl[TAIL]
+        if tail == self._pos:
+            return False
+        off = self._pos % self.cap
+        n, kind = _REC.unpack_from(self.ring.data, off)
+        if kind == KIND_SKIP and n == self.cap - off - 8:
+            self._advance_released(self._pos + self.cap - off)
+            return tail != self._pos
+        return True
 
     def _corrupt(self, why: str) -> CorruptRecordError:
         return CorruptRecordError(f"ring {self.ring.name} at position {self._pos}: {why}")
@@ -561,9 +604,7 @@ class RingReader(_End):
             if kind == KIND_SKIP:
                 if n != cap - off - 8:
                     raise self._corrupt(f"skip marker of {n} bytes at offset {off}")
-                self._pos += cap - off
-                if not self._pending:
-                    self._advance_released(self._pos)
+                self._advance_released(self._pos + cap - off)
                 continue
             if kind != KIND_DATA or off + 8 + n > cap or record_size(n) > tail - self._pos:
                 raise self._corrupt(f"bad record header (length {n}, kind 0x{kind:08x})")
@@ -679,7 +720,7 @@ class RingReader(_End):
         self._pending.append(entry)
         try:
             fields, arrays = codec.decode_at(self.ring.data_ro, off + 8, n)
-        except codec.CodecError:
+        except BaseException:
             self._release(entry)  # skip the bad record so the stream goes on
             raise
         if copy:
@@ -688,12 +729,20 @@ class RingReader(_End):
             return out
         return codec.Message(fields, arrays, functools.partial(self._release, entry))
 
+    def _release_entries(self, entries: list[list]) -> None:
+        """Mark `entries` released and advance `head` once (one counter store)."""
+        if not entries:
+            return
+        for entry in entries[:-1]:
+            entry[1] = True
+        self._release(entries[-1])
+
     def _take_batch(self, max_n: int, copy: bool) -> list[codec.Message]:
-        """Up to `max_n` ready messages; with `copy`, all slots go back with one counter store.
+        """Up to `max_n` ready messages; with `copy`, this batch's slots go back with one counter
+        store once copied (slots of messages held from earlier reads stay held).
         A malformed record after good ones is left for the next call to raise."""
         out: list[codec.Message] = []
-        if copy:
-            pending, self._pending = self._pending, deque()  # collect this batch's entries apart
+        first = len(self._pending)
         try:
             while len(out) < max_n:
                 try:
@@ -708,14 +757,15 @@ class RingReader(_End):
                 out.append(msg)
         finally:
             if copy:
-                batch, self._pending = self._pending, pending
-                for entry in batch:
-                    entry[1] = True
-                    self._pending.append(entry)
-        if copy:
-            out = [codec.Message(m.fields, {k: v.copy() for k, v in m.arrays.items()}) for m in out]
-            if self._pending:
-                self._release(self._pending[-1])
+                copies = [codec.Message(m.fields, {k: v.copy() for k, v in m.arrays.items()}) for m in out]
+                # entries created by this batch (records and wrap markers); earlier ones are untouched
+                # (pending[0] is never a released entry, so when first > 0 nothing before `first`
+                # was popped; when first == 0 every remaining entry is this batch's)
+                mine = list(itertools.islice(self._pending, first, None))
+                for m in out:
+                    m._release = None
+                self._release_entries([e for e in mine if not e[1]])
+                out = copies
         return out
 
     def _raise_deferred(self) -> None:

@@ -84,6 +84,13 @@ def weight_hammer(run_id: str, name: str, seconds: float) -> None:
     slot.close()
 
 
+def cpu_hog(seconds: float) -> None:
+    """Keep one core busy for `seconds` (load for the tests that must hold on a busy machine)."""
+    t0 = time.monotonic()
+    while time.monotonic() - t0 < seconds:
+        pass
+
+
 def frame_reader(run_id: str, name: str, ids: list, out_name: str) -> None:
     """Read frames by id from a store and send their sums back on ring `out_name`."""
     store = FrameStore.attach(run_id, name)
