@@ -4,7 +4,8 @@ A cheap deterministic stand-in replaces the network (table look-ups keyed by the
 measured separately and subtracted, so `sims_per_s` is tree work only: B * S / tree CPU seconds
 (thread CPU time, so a busy shared machine inflates it less than wall time; wall time is shown too).
 Also reports kernel compile seconds / cache hit and per-search Python allocations (tracemalloc)
-for S = 10 and S = 50 to show they do not grow with S.
+for S = 10 and S = 50 to show they do not grow with S, and the host (CPU model, cache sizes, load
+average, numba / numpy / llvmlite versions) so figures from different machines are never compared blind.
 
     .venv/bin/python tools/bench_mcts.py            # table
     .venv/bin/python tools/bench_mcts.py --json     # JSON
@@ -15,6 +16,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import platform
 import time
 import tracemalloc
 from dataclasses import asdict, dataclass
@@ -133,6 +135,63 @@ def allocation_bytes(batch: int, num_actions: int, simulations: int) -> dict:
     return {"simulations": simulations, "peak_bytes": peak - before, "retained_bytes": after - before}
 
 
+def _cpu_model() -> str:
+    """CPU model name from /proc/cpuinfo (Linux), else whatever `platform` knows."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def _read_text(path: str) -> str:
+    with open(path) as f:
+        return f.read().strip()
+
+
+def _caches() -> dict[str, str]:
+    """CPU 0's caches from sysfs: {'L1d': '48K', 'L1i': '64K', 'L2': '2048K', 'L3': '491520K'} (Linux only).
+
+    A size is per instance; '(shared by CPUs 0-1)' is appended where an instance serves several CPUs.
+    """
+    root = "/sys/devices/system/cpu/cpu0/cache"
+    caches: dict[str, str] = {}
+    try:
+        entries = sorted(e for e in os.listdir(root) if e.startswith("index"))
+    except OSError:
+        return caches
+    for entry in entries:
+        try:
+            level, kind, size, shared = (
+                _read_text(os.path.join(root, entry, name)) for name in ("level", "type", "size", "shared_cpu_list")
+            )
+        except OSError:
+            continue
+        suffix = {"Data": "d", "Instruction": "i"}.get(kind, "")
+        caches[f"L{level}{suffix}"] = size + (f" (shared by CPUs {shared})" if shared not in ("0", "") else "")
+    return caches
+
+
+def host_info() -> dict:
+    """Where the figures came from: CPU, caches, logical CPUs, 1/5/15-min load average, library versions."""
+    import llvmlite
+    import numba
+
+    return {
+        "cpu": _cpu_model(),
+        "caches": _caches(),
+        "logical_cpus": os.cpu_count(),
+        "load_average": [round(x, 2) for x in os.getloadavg()],
+        "python": platform.python_version(),
+        "numba": numba.__version__,
+        "llvmlite": llvmlite.__version__,
+        "numpy": np.__version__,
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--json", action="store_true", help="print one JSON object")
@@ -148,12 +207,19 @@ def main() -> None:
     except ImportError:
         pass
     info = compile_info()
+    load_before = os.getloadavg()[0]
     rows = [bench_shape(b, a, s, args.budget) for b, a, s in SHAPES]
     alloc = [allocation_bytes(256, 18, s) for s in (10, 50)]
-    report = {"compile": info, "shapes": [asdict(r) for r in rows], "allocation_256x18": alloc}
+    host = host_info()
+    host["load_average_at_start"] = round(load_before, 2)
+    report = {"host": host, "compile": info, "shapes": [asdict(r) for r in rows], "allocation_256x18": alloc}
     if args.json:
         print(json.dumps(report, indent=2))
         return
+    caches = ", ".join(f"{k} {v}" for k, v in host["caches"].items()) or "unknown"
+    print(f"host: {host['cpu']}, {host['logical_cpus']} logical CPUs; caches: {caches}")
+    print(f"load average: {load_before:.2f} at start, {host['load_average'][0]:.2f} at end; "
+          f"python {host['python']}, numba {host['numba']}, llvmlite {host['llvmlite']}, numpy {host['numpy']}")
     print(f"compile: {info['compile_seconds']:.2f} s, cache hit: {info['cache_hit']} ({info['cache_dir']})")
     print(f"{'B':>5} {'A':>3} {'S':>3} {'searches':>8} {'cpu ms/search':>13} {'wall ms':>8} "
           f"{'stand-in ms':>11} {'sims/s/core':>12}")
