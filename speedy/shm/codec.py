@@ -22,6 +22,7 @@ Allowed dtypes: bool, signed/unsigned integers, floats, complex (no object or vo
 from __future__ import annotations
 
 import struct
+import warnings
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -345,7 +346,9 @@ def _decode_array(base: int, total: int, entry: Any) -> tuple[str, np.dtype, tup
     if not isinstance(name, str) or not isinstance(dtype_str, str):
         raise CodecError(f"array table entry has a bad name or dtype: {entry!r}")
     try:
-        dtype = np.dtype(dtype_str)
+        with warnings.catch_warnings():  # a deprecated alias in a foreign record is not our warning
+            warnings.simplefilter("ignore")
+            dtype = np.dtype(dtype_str)
     except Exception as e:  # numpy raises TypeError, ValueError or SyntaxError on odd strings
         raise CodecError(f"array {name!r}: unknown dtype {dtype_str!r} ({type(e).__name__})") from e
     if dtype.kind not in _ALLOWED_KINDS:
