@@ -219,6 +219,8 @@ class RolesConfig:
     refresh_chunk: int = 1024  # positions per refresh request
     max_restarts: int = 3  # restarts of one role before the run stops
     slow_reanalyzer_s: float = 0.0  # testing/profiling aid: extra seconds per batch in reanalyzer 0
+    slow_actor_env_s: float = 0.0  # testing/profiling aid: extra seconds per env step of actor 0's env groups
+    slow_trainer_s: float = 0.0  # testing/profiling aid: extra seconds per training step
 
     def validate(self) -> None:
         for key in ("actors", "reanalyzers"):
@@ -228,7 +230,8 @@ class RolesConfig:
         _check(self.batches_in_flight >= 1, "roles.batches_in_flight", self.batches_in_flight, ">= 1")
         _check(self.refresh_chunk >= 1, "roles.refresh_chunk", self.refresh_chunk, ">= 1")
         _check(self.max_restarts >= 0, "roles.max_restarts", self.max_restarts, ">= 0")
-        _check(self.slow_reanalyzer_s >= 0, "roles.slow_reanalyzer_s", self.slow_reanalyzer_s, ">= 0")
+        for key in ("slow_reanalyzer_s", "slow_actor_env_s", "slow_trainer_s"):
+            _check(getattr(self, key) >= 0, f"roles.{key}", getattr(self, key), ">= 0")
 
 
 @dataclass

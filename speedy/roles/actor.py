@@ -8,6 +8,7 @@ the worker thread, the event loop does the other group's tree work. Weights are 
 from __future__ import annotations
 
 import asyncio
+import time
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
@@ -24,12 +25,19 @@ from speedy.shm.mux import mux_writer
 
 
 def may_collect(ctx: RoleContext) -> bool:
-    """The data/update bound: once training runs, env steps stay below start + ratio · train steps."""
-    ratio = ctx.config.train.env_steps_per_train_step
-    train_steps = ctx.train_steps()
-    if ratio == 0 or train_steps == 0:
+    """The data/update bound: env steps stay below start + ratio · train steps. Before the first training step the
+    bound also leaves room for the transitions not yet emitted as blocks (each env holds up to L + K + n), so replay
+    surely reaches `replay.start_env_steps`; without it, actors acting at random would spend the env-step budget
+    while the trainer starts up."""
+    config = ctx.config
+    ratio = config.train.env_steps_per_train_step
+    if ratio == 0:
         return True
-    return ctx.total_env_steps() < ctx.config.replay.start_env_steps + ratio * train_steps
+    train_steps = ctx.train_steps()
+    limit = config.replay.start_env_steps + ratio * train_steps
+    if train_steps == 0:
+        limit += config.actor.num_envs * ctx.spec.plan.actors * (ctx.layout.block_length + ctx.layout.lookahead)
+    return ctx.total_env_steps() < limit
 
 
 async def search_choices(ctx: RoleContext, search: ModelSearch, plays: list[SelfPlay], executor: ThreadPoolExecutor,
@@ -63,6 +71,7 @@ async def run_actor(ctx: RoleContext) -> None:
     executor = ThreadPoolExecutor(1, thread_name_prefix="inference")
     report = Periodic(config.run.log_interval_s)
     returns: list[float] = []
+    slow_env_s = config.roles.slow_actor_env_s if index == 0 else 0.0
     try:
         while not ctx.stopping and ctx.row.get("env_steps") < budget:
             ctx.row.beat()
@@ -83,6 +92,8 @@ async def run_actor(ctx: RoleContext) -> None:
             for play, (actions, policies) in zip(plays, choices, strict=True):
                 with ctx.row.timed("busy_env"):
                     blocks, stats = play.step(actions, policies, ctx.total_env_steps())
+                    if slow_env_s:
+                        time.sleep(slow_env_s)  # testing aid: a slow emulator blocks the loop like a real one
                 ctx.row.add("env_steps", stats.env_steps)
                 ctx.row.add("episodes", len(stats.episode_returns))
                 returns = (returns + stats.episode_returns)[-20:]

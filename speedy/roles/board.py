@@ -1,11 +1,9 @@
 """The board: a shared-memory table of per-process counters and stage timers, plus a few run-wide controls.
 
 Every role process owns one row and is its only writer (no locks); the node agent and the profiler read all rows.
-Times are cumulative seconds per stage, so rates and busy fractions come from differences between two readings:
-- busy_*: doing that stage's work (tree = MCTS tree kernels, inference = network forward passes, env = emulator
-  steps, targets = value/prefix target arithmetic, train = optimizer step);
-- wait_input: blocked on an empty input ring (starved); wait_output: blocked on a full output ring or a throttle
-  (pushed back); transport: encoding, decoding and copying messages; weights: pulling or publishing weights.
+Times are cumulative seconds per stage, so rates and shares come from differences between two readings. The stages
+of a row are exclusive and sum to the process's wall time (speedy/stages.py says how concurrent lanes are counted);
+`busy_lanes` and `overlap` measure concurrency apart from them; `cpu` is the process's CPU seconds (all threads).
 """
 
 from __future__ import annotations
@@ -17,15 +15,14 @@ from collections.abc import Iterator
 import numpy as np
 
 from speedy.shm.segment import Segment
+from speedy.stages import CONCURRENCY, STAGES, Span, StageClock
 
 FIELDS = (
     "pid", "heartbeat", "restarts", "exit_code",
     "env_steps", "train_steps", "items", "episodes", "episode_return", "weights_version",
     "eval_return", "eval_hns", "evals", "eval_train_steps", "eval_env_steps", "sweeps", "refresh_positions",
-    "busy_tree", "busy_inference", "busy_env", "busy_targets", "busy_train",
-    "wait_input", "wait_output", "transport", "weights",
+    *STAGES, *CONCURRENCY, "cpu",
 )
-STAGES = tuple(f for f in FIELDS if f.startswith(("busy_", "wait_")) or f in ("transport", "weights"))
 CONTROLS = ("stop", "pause", "final_eval", "target_reached_env_steps", "target_reached_time", "start_time")
 _FIELD_INDEX = {name: i for i, name in enumerate(FIELDS)}
 _CONTROL_INDEX = {name: i for i, name in enumerate(CONTROLS)}
@@ -90,6 +87,8 @@ class RoleRow:
     def __init__(self, board: Board, index: int) -> None:
         self.board = board
         self.values = board.rows[index]
+        self.clock = StageClock(self.add)
+        self._cpu_base = self.get("cpu")  # a restarted process continues its row's CPU seconds
 
     def set(self, field: str, value: float) -> None:
         self.values[_FIELD_INDEX[field]] = value
@@ -104,11 +103,12 @@ class RoleRow:
         self.values[_FIELD_INDEX["heartbeat"]] = time.time()
 
     @contextlib.contextmanager
-    def timed(self, stage: str) -> Iterator[None]:
-        """Add the wall time of the block to `stage` (one of STAGES)."""
-        index = _FIELD_INDEX[stage]
-        start = time.perf_counter()
-        try:
-            yield
-        finally:
-            self.values[index] += time.perf_counter() - start
+    def timed(self, stage: str) -> Iterator[Span]:
+        """The calling task or thread is in `stage` (one of STAGES) for the block; see speedy/stages.py."""
+        with self.clock.timed(stage) as span:
+            yield span
+
+    def flush(self) -> None:
+        """Stage seconds up to now and the CPU seconds, before the row is read or written out."""
+        self.clock.flush()
+        self.set("cpu", self._cpu_base + time.process_time())

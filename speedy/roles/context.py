@@ -126,13 +126,13 @@ class RoleContext:
                 return version
             await asyncio.sleep(0.05)
 
-    async def timed_search(self, search: ModelSearch, work: Awaitable[T]) -> T:
-        """Await search work and add its tree and inference seconds to busy_tree / busy_inference (they overlap
-        when searches are pipelined, so the two may sum to more than the wall time)."""
+    async def timed_search(self, search: ModelSearch, work: Awaitable[T], stage: str = "busy_tree") -> T:
+        """Await search work as one span of `stage`, then split it by the tree and inference seconds the search
+        measured (pipelined searches overlap the two; the excess is counted as `overlap`)."""
         tree, inference = search.tree_seconds, search.inference_seconds
-        result = await work
-        self.row.add("busy_tree", search.tree_seconds - tree)
-        self.row.add("busy_inference", search.inference_seconds - inference)
+        with self.row.timed(stage) as span:
+            result = await work
+        span.split({"busy_tree": search.tree_seconds - tree, "busy_inference": search.inference_seconds - inference})
         return result
 
     def train_steps(self) -> int:
@@ -146,6 +146,7 @@ class RoleContext:
 
     def write_stats(self, values: dict[str, float]) -> None:
         """Row counters and timers to the role's JSONL/TensorBoard metrics (called every few seconds)."""
+        self.row.flush()
         snapshot = self.board.snapshot()[self.spec.name]
         self.metrics.write(int(self.train_steps()), {**snapshot, **values})
 

@@ -37,9 +37,8 @@ async def run_evaluator(ctx: RoleContext) -> None:
                 continue
             version = ctx.pull_weights(model)
             env_steps = ctx.total_env_steps()
-            with ctx.row.timed("busy_inference"):
-                result = await loop.run_in_executor(executor, evaluate, env, search, config.eval.episodes,
-                                                    config.run.seed + 777 + version)
+            result = await ctx.timed_search(search, loop.run_in_executor(
+                executor, evaluate, env, search, config.eval.episodes, config.run.seed + 777 + version), "busy_env")
             ctx.row.add("evals", 1)
             ctx.row.set("eval_return", result.mean_return)
             ctx.row.set("eval_hns", result.human_normalized if result.human_normalized is not None else float("nan"))

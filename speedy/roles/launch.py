@@ -34,8 +34,9 @@ from speedy.components import block_layout, build_model, frame_store_capacity, t
 from speedy.config import Config
 from speedy.inline import RunSummary
 from speedy.metrics import MetricsWriter
+from speedy.profile import RingMonitor, analyze, format_report
 from speedy.replay.buffer import replay_memory_bytes
-from speedy.roles.board import STAGES, Board
+from speedy.roles.board import Board
 from speedy.roles.context import LATEST_WEIGHTS, TARGET_WEIGHTS, RolePlan, RoleSpec
 from speedy.roles.process import role_main
 from speedy.shm.frames import FrameStore
@@ -220,16 +221,6 @@ class Progress:
                 f"| trainer starved {100 * min(1.0, wait):.0f}% | replay {int(snap['replay']['items'])}")
 
 
-def stage_table(board: Board, elapsed: float) -> str:
-    """Where the time went: each process's share of wall time per stage."""
-    rows = ["role          " + " ".join(f"{s[:12]:>12}" for s in STAGES)]
-    for name, values in board.snapshot().items():
-        if name == "agent":
-            continue
-        rows.append(f"{name:<13} " + " ".join(f"{100 * values[s] / max(elapsed, 1e-6):11.0f}%" for s in STAGES))
-    return "\n".join(rows)
-
-
 def final_evaluation(board: Board, supervisor: Supervisor, say, timeout_s: float = 600.0) -> None:  # noqa: ANN001
     """After the last training step: one evaluation of the final weights (unless one just ran)."""
     final_step = board.get("trainer", "train_steps")
@@ -275,11 +266,13 @@ def run_single_box(config: Config, run_dir: Path, log: bool = True) -> RunSummar
     previous_usr1 = signal.signal(signal.SIGUSR1, on_usr1)
     reason = "finished"
     progress = Progress(board, start)
+    rings = RingMonitor([h for h in owned if isinstance(h, Ring)], run_id)
     next_log = start + config.run.log_interval_s
     try:
         supervisor.start_all()
         while True:
             time.sleep(0.1)
+            rings.sample()
             if supervisor.check(board, say) == "trained":
                 reason = "trained"
                 final_evaluation(board, supervisor, say)
@@ -290,7 +283,8 @@ def run_single_box(config: Config, run_dir: Path, log: bool = True) -> RunSummar
             if time.time() >= next_log:
                 next_log += config.run.log_interval_s
                 say(progress.line(), flush=True)
-                metrics.write(int(board.get("trainer", "train_steps")), {"roles": board.snapshot()})
+                metrics.write(int(board.get("trainer", "train_steps")),
+                              {"roles": board.snapshot(), "rings": rings.report(), "cores": usable_cores()})
     except KeyboardInterrupt:
         reason = "interrupted"
         say("\n[agent] stopping (Ctrl-C / SIGTERM): final checkpoint, then shutting down", flush=True)
@@ -309,9 +303,9 @@ def run_single_box(config: Config, run_dir: Path, log: bool = True) -> RunSummar
         metrics.write(int(snapshot["trainer"]["train_steps"]), {"roles": snapshot, "reason": reason})
         metrics.close()
         summary = _summary(board, run_dir, start, elapsed)
-        table = stage_table(board, elapsed)
         for handle in reversed(owned):
             handle.close()
+    table = format_report(analyze(run_dir), per_process=True)  # the numbers tools/profile_pipeline.py shows
     say(f"[agent] {reason} after {elapsed / 60:.1f} min\n{table}", flush=True)
     (run_dir / "summary.json").write_text(json.dumps(asdict(summary), indent=2))
     return summary

@@ -36,29 +36,33 @@ async def run_replay(ctx: RoleContext) -> None:
                 block = await blocks_in.receive(TrajectoryBlock)
             if block is None:
                 return
-            with ctx.row.timed("transport"):
+            with ctx.row.timed("busy_replay"):
                 replay.add(block)
             ctx.row.set("items", replay.num_positions)
 
     async def apply_priorities() -> None:
         while not ctx.stopping:
-            update = await priorities_in.receive(PriorityUpdate)
+            with ctx.row.timed("wait_input"):
+                update = await priorities_in.receive(PriorityUpdate)
             if update is None:
                 return
-            replay.update_priorities(update.index, update.generation, update.priorities)
+            with ctx.row.timed("busy_replay"):
+                replay.update_priorities(update.index, update.generation, update.priorities)
 
     async def wait_until_ready() -> None:
-        while replay.num_positions < max(1, ready) and not ctx.stopping:
-            await asyncio.sleep(0.05)
+        with ctx.row.timed("wait_input"):
+            while replay.num_positions < max(1, ready) and not ctx.stopping:
+                await asyncio.sleep(0.05)
 
     async def serve_samples(j: int) -> None:
         await wait_until_ready()
         while not ctx.stopping:
             if await ctx.wait_while_paused("wait_output"):
                 continue
-            beta = beta_schedule(ctx.training_progress(), config.replay.beta_start, config.replay.beta_end)
-            sample = replay.sample(config.train.batch_size, beta, rng)
-            windows = sample_windows(replay, sample, ctx.total_env_steps())
+            with ctx.row.timed("busy_replay"):
+                beta = beta_schedule(ctx.training_progress(), config.replay.beta_start, config.replay.beta_end)
+                sample = replay.sample(config.train.batch_size, beta, rng)
+                windows = sample_windows(replay, sample, ctx.total_env_steps())
             with ctx.row.timed("wait_output"):
                 await samples_out[j].send(windows)
 
@@ -78,7 +82,11 @@ async def run_replay(ctx: RoleContext) -> None:
             if sweep["cursor"] >= live.size:
                 sweep["cursor"] = 0
                 ctx.row.add("sweeps", 1)
-            if await refresh_out[j].send(sample_windows(replay, replay.positions(index), ctx.total_env_steps())):
+            with ctx.row.timed("busy_replay"):
+                chunk_windows = sample_windows(replay, replay.positions(index), ctx.total_env_steps())
+            with ctx.row.timed("wait_output"):
+                sent = await refresh_out[j].send(chunk_windows)
+            if sent:
                 ctx.row.add("refresh_positions", len(index))
 
     async def report() -> None:

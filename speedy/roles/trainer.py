@@ -8,6 +8,7 @@ every `train.target_update_interval`. On stop it writes the final checkpoint.
 from __future__ import annotations
 
 import asyncio
+import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict
 from pathlib import Path
@@ -43,10 +44,17 @@ async def run_trainer(ctx: RoleContext) -> None:
     executor = ThreadPoolExecutor(1, thread_name_prefix="train")
     loop = asyncio.get_running_loop()
     report = Periodic(config.run.log_interval_s)
+    slow_s = config.roles.slow_trainer_s
+
+    def train_step(batch: TrainingBatch):  # noqa: ANN202 - the learner's step statistics
+        if slow_s:
+            time.sleep(slow_s)  # testing aid: a slower device
+        return learner.train_step(batch)
 
     async def prefetch() -> None:
         while not ctx.stopping:
-            targets = await batches_in.receive(BatchTargets)
+            with ctx.row.timed("wait_input"):
+                targets = await batches_in.receive(BatchTargets)
             if targets is None:
                 return
             with ctx.row.timed("transport"):
@@ -54,7 +62,8 @@ async def run_trainer(ctx: RoleContext) -> None:
                     batch = targets.training_batch(frames)
                 except FrameEvictedError:
                     continue
-            await queue.put((targets, batch))
+            with ctx.row.timed("wait_output"):
+                await queue.put((targets, batch))
 
     async def train() -> None:
         while not ctx.stopping and learner.step < total:
@@ -67,7 +76,7 @@ async def run_trainer(ctx: RoleContext) -> None:
                 except TimeoutError:
                     continue
             with ctx.row.timed("busy_train"):
-                stats = await loop.run_in_executor(executor, learner.train_step, batch)
+                stats = await loop.run_in_executor(executor, train_step, batch)
             ctx.row.set("train_steps", learner.step)
             with ctx.row.timed("wait_output"):
                 await priorities_out.send(PriorityUpdate(targets.index, targets.generation, stats.priorities))

@@ -1,0 +1,464 @@
+"""Pipeline profile of a single-box run, from its metrics files: where each process's time goes, what each role kind
+delivers, how full the rings are, how stale the weights are, which role limits training and what to change.
+
+One implementation for `tools/profile_pipeline.py` (offline and live) and the node agent's end-of-run table.
+Inputs: `metrics/<process>.jsonl` (cumulative board rows written every `run.log_interval_s`; stage fields are
+seconds, see speedy/stages.py), `metrics/agent.jsonl` (ring fill per interval) and `config.json`.
+Window bounds are seconds since the run's first record; shares are fractions of a process's wall time (0–1).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import re
+from collections.abc import Iterable, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+from speedy.metrics import read_metrics
+from speedy.stages import STAGES, WORK_STAGES
+
+STARVED = 0.10  # a trainer waiting this share of its time for batches is starved
+BUSY = 0.60  # a role kind working this share of its time has little to spare
+TARGET_WAIT = 0.05  # the trainer wait that advice aims for
+STAGE_LABELS = {
+    "busy_tree": "tree work", "busy_inference": "inference", "busy_env": "env steps", "busy_targets": "targets",
+    "busy_train": "training", "busy_replay": "replay work", "transport": "transport", "weights": "weights",
+    "wait_input": "waiting for input", "wait_output": "waiting on output", "other": "other",
+}
+# counter → (throughput name, unit) per role kind
+THROUGHPUT = {
+    "actor": ("env_steps", "env steps/s"), "reanalyzer": ("items", "batches/s"), "trainer": ("train_steps",
+    "train steps/s"), "refresher": ("items", "positions refreshed/s"), "replay": ("blocks_added", "blocks/s"),
+    "evaluator": ("evals", "evaluations/s"),
+}
+
+
+@dataclass
+class ProcessProfile:
+    """One process over the window."""
+
+    name: str
+    kind: str
+    seconds: float  # wall seconds accounted in the window (sum of its stage seconds)
+    shares: dict[str, float]  # stage → fraction of wall time; sums to 1
+    work: float  # fraction of wall time in work stages (not waiting, not `other`)
+    lanes: float  # mean number of lanes working at once while it works (concurrency, e.g. batches in flight)
+    cores: float  # CPU seconds per wall second (all its threads)
+    rate: float  # its THROUGHPUT counter per second
+    staleness: float | None  # mean training steps its weights were behind the trainer (None: holds no weights)
+
+
+@dataclass
+class KindProfile:
+    """All processes of one role kind: sums of rates and cores, means of shares."""
+
+    kind: str
+    instances: int
+    throughput: dict[str, float]  # unit → rate (e.g. "batches/s", "positions reanalyzed/s")
+    shares: dict[str, float]
+    work: float
+    lanes: float
+    cores: float
+    staleness: float | None
+
+
+@dataclass
+class RingProfile:
+    """Fill of one ring (or many-to-one channel) as a fraction of its bytes, sampled by the node agent."""
+
+    name: str
+    mean: float
+    max: float
+    timeline: list[tuple[float, float]]  # (seconds since start, mean fill over the interval)
+
+
+@dataclass
+class Diagnosis:
+    bottleneck: str  # the role kind that limits training, or "none" when balanced
+    stage: str  # its dominant stage
+    evidence: str
+    advice: str
+    predicted: dict[str, float] = field(default_factory=dict)  # e.g. {"reanalyzers": 3, "trainer_wait": 0.05}
+
+
+@dataclass
+class PipelineProfile:
+    run_dir: str
+    window: tuple[float, float]  # seconds since the run's first record
+    cores: int  # cores the run could use
+    cores_busy: float  # CPU seconds per wall second, all processes
+    processes: list[ProcessProfile]
+    kinds: dict[str, KindProfile]
+    rings: list[RingProfile]
+    train_rate_trend: list[tuple[float, float]]  # (seconds since start, trainer steps/s) per tenth of the window
+    diagnosis: Diagnosis
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+# --- reading -------------------------------------------------------------------------------------------------------
+
+
+def role_kind(name: str) -> str:
+    """'reanalyzer3' → 'reanalyzer'."""
+    return re.sub(r"\d+$", "", name)
+
+
+def load_records(run_dir: str | Path) -> dict[str, list[dict[str, Any]]]:
+    """Every metrics file of the run: source → records (board rows only for role processes)."""
+    records = {}
+    for path in sorted((Path(run_dir) / "metrics").glob("*.jsonl")):
+        rows = read_metrics(path)
+        if path.stem != "agent":
+            rows = [r for r in rows if "other" in r]  # the evaluator also writes result records
+        records[path.stem] = rows
+    return records
+
+
+def run_start(records: dict[str, list[dict[str, Any]]]) -> float:
+    """Unix time of the run's first record."""
+    return min((rows[0]["time"] for rows in records.values() if rows), default=0.0)
+
+
+def training_start(records: dict[str, list[dict[str, Any]]]) -> float | None:
+    """Unix time of the trainer's first reading after a training step (None: it has not trained yet)."""
+    return next((r["time"] for r in records.get("trainer", []) if r["step"] >= 1), None)
+
+
+def _pair(rows: Sequence[dict[str, Any]], start: float, end: float) -> tuple[dict, dict] | None:
+    """The readings that bound the window: the last at or before `start` (else the first after it) and the last at
+    or before `end` (unix s)."""
+    before = [r for r in rows if r["time"] <= start]
+    inside = [r for r in rows if start < r["time"] <= end]
+    first = before[-1] if before else (inside[0] if inside else None)
+    last = inside[-1] if inside else None
+    if first is None or last is None or last is first:
+        return None
+    return first, last
+
+
+# --- per process ---------------------------------------------------------------------------------------------------
+
+
+def process_profile(name: str, rows: Sequence[dict[str, Any]], start: float, end: float) -> ProcessProfile | None:
+    """Shares, concurrency, CPU and throughput of one process between unix times `start` and `end`."""
+    pair = _pair(rows, start, end)
+    if pair is None:
+        return None
+    first, last = pair
+    span = [r for r in rows if first["time"] <= r["time"] <= last["time"]]
+
+    def delta(key: str) -> float:  # from the readings that carry `key` (a role's extras skip its start/stop rows)
+        have = [r for r in span if key in r]
+        return float(have[-1][key]) - float(have[0][key]) if len(have) > 1 else 0.0
+
+    stages = {s: max(0.0, delta(s)) for s in STAGES}
+    seconds = sum(stages.values())
+    if seconds <= 0:
+        return None
+    shares = {s: v / seconds for s, v in stages.items()}
+    work_s = sum(stages[s] for s in WORK_STAGES)
+    kind = role_kind(name)
+    wall = max(last["time"] - first["time"], 1e-9)
+    return ProcessProfile(
+        name=name, kind=kind, seconds=seconds, shares=shares, work=work_s / seconds,
+        lanes=delta("busy_lanes") / work_s if work_s > 0 else 0.0, cores=max(0.0, delta("cpu")) / wall,
+        rate=delta(THROUGHPUT[kind][0]) / wall if kind in THROUGHPUT else 0.0,
+        staleness=_staleness(span, kind))
+
+
+def _staleness(rows: Sequence[dict[str, Any]], kind: str) -> float | None:
+    """Mean of (trainer's steps − this process's weights version) over readings once it pulled trained weights."""
+    if kind not in ("actor", "reanalyzer", "refresher"):
+        return None
+    behind = [r["step"] - r["weights_version"] for r in rows if r.get("weights_version", 0) > 0]
+    return sum(behind) / len(behind) if behind else None
+
+
+def kind_profile(kind: str, processes: Sequence[ProcessProfile], batch_size: int) -> KindProfile:
+    """Sum rates and cores over the instances of `kind`; average their shares."""
+    n = len(processes)
+    rate = sum(p.rate for p in processes)
+    throughput = {THROUGHPUT[kind][1]: rate} if kind in THROUGHPUT else {}
+    if kind == "reanalyzer":
+        throughput["positions reanalyzed/s"] = rate * batch_size
+    stale = [p.staleness for p in processes if p.staleness is not None]
+    return KindProfile(
+        kind=kind, instances=n, throughput=throughput, shares={s: sum(p.shares[s] for p in processes) / n
+                                                               for s in STAGES},
+        work=sum(p.work for p in processes) / n, lanes=sum(p.lanes for p in processes) / n,
+        cores=sum(p.cores for p in processes), staleness=sum(stale) / len(stale) if stale else None)
+
+
+# --- rings and trends ----------------------------------------------------------------------------------------------
+
+
+class RingLike(Protocol):
+    name: str
+    capacity: int
+
+    def used_bytes(self) -> int: ...
+
+
+class RingMonitor:
+    """The node agent's sampler of ring fill: call `sample()` often (every loop turn), `report()` per interval →
+    {channel: {"mean": fill, "max": fill}} with fill in 0–1 of the channel's bytes (muxes summed over producers)."""
+
+    def __init__(self, rings: Iterable[RingLike], run_id: str) -> None:
+        self.channels: dict[str, list[RingLike]] = {}
+        for ring in rings:
+            channel = ring.name.split(f"{run_id}_", 1)[-1].split(".")[0]
+            self.channels.setdefault(channel, []).append(ring)
+        self._sums = {c: 0.0 for c in self.channels}
+        self._max = {c: 0.0 for c in self.channels}
+        self._n = 0
+
+    def sample(self) -> None:
+        self._n += 1
+        for channel, rings in self.channels.items():
+            fill = sum(r.used_bytes() for r in rings) / sum(r.capacity for r in rings)
+            self._sums[channel] += fill
+            self._max[channel] = max(self._max[channel], fill)
+
+    def report(self) -> dict[str, dict[str, float]]:
+        n = max(self._n, 1)
+        out = {c: {"mean": self._sums[c] / n, "max": self._max[c]} for c in self.channels}
+        self._sums = dict.fromkeys(self.channels, 0.0)
+        self._max = dict.fromkeys(self.channels, 0.0)
+        self._n = 0
+        return out
+
+
+def ring_profiles(agent_rows: Sequence[dict[str, Any]], t0: float, start: float, end: float) -> list[RingProfile]:
+    """Fill timeline of every channel from the agent's interval reports inside [start, end] (unix s)."""
+    series: dict[str, list[tuple[float, float, float]]] = {}
+    for row in agent_rows:
+        if start <= row["time"] <= end:
+            for name, fill in row.get("rings", {}).items():
+                series.setdefault(name, []).append((row["time"] - t0, fill["mean"], fill["max"]))
+    return [RingProfile(name, sum(m for _, m, _ in pts) / len(pts), max(x for _, _, x in pts),
+                        [(t, m) for t, m, _ in pts]) for name, pts in sorted(series.items())]
+
+
+def rate_trend(rows: Sequence[dict[str, Any]], key: str, t0: float, start: float, end: float,
+               bins: int = 10) -> list[tuple[float, float]]:
+    """`key` per second in each of `bins` equal parts of [start, end] (unix s); times relative to t0."""
+    edges = [start + (end - start) * i / bins for i in range(bins + 1)]
+    trend = []
+    for lo, hi in zip(edges[:-1], edges[1:], strict=True):
+        pair = _pair(rows, lo, hi)
+        if pair is not None:
+            first, last = pair
+            trend.append(((lo + hi) / 2 - t0, (last[key] - first[key]) / max(last["time"] - first["time"], 1e-9)))
+    return trend
+
+
+# --- the whole pipeline --------------------------------------------------------------------------------------------
+
+
+def analyze(run_dir: str | Path, window: tuple[float | None, float | None] = (None, None),
+            records: dict[str, list[dict[str, Any]]] | None = None) -> PipelineProfile:
+    """Profile the run in `run_dir` over `window` (seconds since its first record; None = from the first training
+    step, so start-up and the random-play warm-up do not hide the steady state / to the last reading)."""
+    records = load_records(run_dir) if records is None else records
+    t0 = run_start(records)
+    last_time = max((rows[-1]["time"] for rows in records.values() if rows), default=t0)
+    start = t0 + window[0] if window[0] is not None else (training_start(records) or t0)
+    end = t0 + window[1] if window[1] is not None else last_time
+    config = _config(run_dir)
+    processes = [p for name, rows in records.items() if name != "agent"
+                 if (p := process_profile(name, rows, start, end)) is not None]
+    by_kind: dict[str, list[ProcessProfile]] = {}
+    for p in processes:
+        by_kind.setdefault(p.kind, []).append(p)
+    batch = int(config.get("train", {}).get("batch_size", 1))
+    kinds = {k: kind_profile(k, ps, batch) for k, ps in by_kind.items()}
+    agent = records.get("agent", [])
+    cores = next((int(r["cores"]) for r in reversed(agent) if "cores" in r), os.cpu_count() or 1)
+    trend = rate_trend(records.get("trainer", []), "train_steps", t0, start, end)
+    return PipelineProfile(
+        run_dir=str(run_dir), window=(start - t0, end - t0), cores=cores,
+        cores_busy=sum(p.cores for p in processes), processes=processes, kinds=kinds,
+        rings=ring_profiles(agent, t0, start, end), train_rate_trend=trend,
+        diagnosis=diagnose(kinds, cores, sum(p.cores for p in processes), config))
+
+
+def _config(run_dir: str | Path) -> dict[str, Any]:
+    path = Path(run_dir) / "config.json"
+    return json.loads(path.read_text()) if path.exists() else {}
+
+
+# --- the diagnosis -------------------------------------------------------------------------------------------------
+
+
+def _top_work(kind: KindProfile) -> str:
+    return max(WORK_STAGES, key=lambda s: kind.shares[s])
+
+
+def _pct(x: float) -> str:
+    return f"{100 * x:.0f} %"
+
+
+def _busy_text(kind: KindProfile, plural: str) -> str:
+    """'reanalyzers 97 % busy, 73 % of it tree work'."""
+    top = _top_work(kind)
+    part = kind.shares[top] / kind.work if kind.work > 0 else 0.0
+    return f"{plural} {_pct(kind.work)} busy, {_pct(part)} of it {STAGE_LABELS[top]}"
+
+
+def _rate(kind: KindProfile) -> float:
+    return next(iter(kind.throughput.values()), 0.0)
+
+
+def _capacity(kind: KindProfile) -> float:
+    """Throughput of one instance if it never waited (its rate / its work share)."""
+    return _rate(kind) / kind.instances / max(kind.work, 0.05)
+
+
+def _cpu_note(extra_cores: float, cores: int, busy: float) -> str:
+    free = cores - busy
+    if extra_cores <= free + 0.1:
+        return ""
+    return (f" (needs ≈ {extra_cores:.1f} more cores; {cores} cores are {_pct(min(1.0, busy / cores))} busy, so "
+            f"on this machine expect less unless others give up cores)")
+
+
+def _reanalyzer_advice(trainer: KindProfile, reanalyzer: KindProfile, cores: int, busy: float) -> tuple[str, dict]:
+    """Reanalyzers needed so the trainer waits ≈ TARGET_WAIT, from the trainer's demand and one reanalyzer's
+    capacity (batches/s when never waiting)."""
+    demand = _rate(trainer) / max(1 - trainer.shares["wait_input"], 0.05)  # train steps/s if never starved
+    per = _capacity(reanalyzer)
+    n0 = reanalyzer.instances
+    n = max(n0 + 1, math.ceil(demand * (1 - TARGET_WAIT) / max(per, 1e-9)))
+    n = min(n, n0 + 32)
+    wait = max(0.0, 1 - n * per / demand)
+    cpu_per_batch = reanalyzer.cores / max(_rate(reanalyzer), 1e-9)
+    note = _cpu_note((n - n0) * per * cpu_per_batch, cores, busy)
+    advice = (f"+{n - n0} reanalyzer{'s' if n - n0 > 1 else ''} (roles.reanalyzers={n}) → trainer wait ≈ "
+              f"{_pct(wait)}, train ≈ {min(demand, n * per):.1f} steps/s{note}")
+    return advice, {"reanalyzers": n, "trainer_wait": wait, "train_steps_per_s": min(demand, n * per)}
+
+
+def _starved(kinds: dict[str, KindProfile], cores: int, busy: float) -> Diagnosis | None:
+    trainer, reanalyzer = kinds["trainer"], kinds.get("reanalyzer")
+    wait = trainer.shares["wait_input"]
+    if wait < STARVED or reanalyzer is None:
+        return None
+    head = f"trainer waits {_pct(wait)} for batches; "
+    if reanalyzer.work >= BUSY:
+        advice, predicted = _reanalyzer_advice(trainer, reanalyzer, cores, busy)
+        return Diagnosis("reanalyzer", _top_work(reanalyzer), head + _busy_text(reanalyzer, "reanalyzers"),
+                         advice, predicted)
+    replay = kinds.get("replay")
+    if reanalyzer.shares["wait_input"] >= 0.3 and replay is not None:
+        text = head + f"reanalyzers wait {_pct(reanalyzer.shares['wait_input'])} for samples; "
+        if replay.work >= BUSY:
+            return Diagnosis("replay", _top_work(replay), text + _busy_text(replay, "replay"),
+                             "fewer, larger batches per reanalyzer or a lighter replay (it samples for every "
+                             "reanalyzer in one process)")
+        return Diagnosis("replay", "wait_input", text + f"replay {_pct(replay.work)} busy, "
+                         f"waiting {_pct(replay.shares['wait_input'])} for data", "replay has too little data to "
+                         "sample yet (replay.start_env_steps) or its sample rings are too small")
+    return Diagnosis("reanalyzer", "wait_output", head + f"reanalyzers {_pct(reanalyzer.work)} busy, waiting "
+                     f"{_pct(reanalyzer.shares['wait_output'])} on output", "batches are slow to reach the "
+                     "trainer: enlarge the batches ring or raise roles.batches_in_flight")
+
+
+def _actor_bound(kinds: dict[str, KindProfile], ratio: float, cores: int, busy: float) -> Diagnosis | None:
+    actor, trainer = kinds.get("actor"), kinds["trainer"]
+    if actor is None or ratio <= 0 or actor.work < BUSY:
+        return None
+    target = ratio * _rate(trainer)  # env steps/s the data/update bound allows
+    if _rate(actor) >= 0.9 * target:
+        return None
+    per = _capacity(actor)
+    n = min(actor.instances + 32, max(actor.instances + 1, math.ceil(target / max(per, 1e-9))))
+    cpu_per_step = actor.cores / max(_rate(actor), 1e-9)
+    note = _cpu_note((n - actor.instances) * per * cpu_per_step, cores, busy)
+    evidence = (f"env steps per train step {_rate(actor) / max(_rate(trainer), 1e-9):.2f} (bound {ratio:g}); "
+                + _busy_text(actor, "actors"))
+    advice = (f"+{n - actor.instances} actor{'s' if n - actor.instances > 1 else ''} (roles.actors={n}) → "
+              f"≈ {min(target, n * per):.0f} env steps/s, {min(target, n * per) / max(_rate(trainer), 1e-9):.2f} "
+              f"per train step{note}")
+    return Diagnosis("actor", _top_work(actor), evidence, advice,
+                     {"actors": n, "env_steps_per_s": min(target, n * per)})
+
+
+def _trainer_bound(kinds: dict[str, KindProfile]) -> Diagnosis | None:
+    trainer, reanalyzer = kinds["trainer"], kinds.get("reanalyzer")
+    if trainer.work < BUSY:
+        return None
+    evidence = _busy_text(trainer, "trainer")
+    if reanalyzer is not None and reanalyzer.shares["wait_output"] >= 0.2:
+        demand = _rate(trainer) / max(1 - trainer.shares["wait_input"], 0.05)
+        n = max(1, math.ceil(demand / (1 - TARGET_WAIT) / max(_capacity(reanalyzer), 1e-9)))
+        evidence += f"; reanalyzers wait {_pct(reanalyzer.shares['wait_output'])} on output (batches queue up)"
+        if n < reanalyzer.instances:
+            freed = reanalyzer.cores * (reanalyzer.instances - n) / reanalyzer.instances
+            return Diagnosis("trainer", _top_work(trainer), evidence,
+                             f"−{reanalyzer.instances - n} reanalyzer(s) (roles.reanalyzers={n}) keeps the trainer "
+                             f"fed and frees ≈ {freed:.1f} cores for it; or a faster trainer (GPU, more threads)",
+                             {"reanalyzers": n})
+    return Diagnosis("trainer", _top_work(trainer), evidence,
+                     "training is the limit: a GPU, more trainer threads, or a smaller batch")
+
+
+def diagnose(kinds: dict[str, KindProfile], cores: int, busy: float, config: dict[str, Any]) -> Diagnosis:
+    """Name the role kind that limits training (with its evidence) and the change that helps, or 'balanced'."""
+    if "trainer" not in kinds:
+        return Diagnosis("none", "", "no trainer readings in the window", "profile a longer window")
+    ratio = float(config.get("train", {}).get("env_steps_per_train_step", 0.0))
+    found = (_starved(kinds, cores, busy) or _actor_bound(kinds, ratio, cores, busy) or _trainer_bound(kinds))
+    if found is not None:
+        return found
+    parts = [f"trainer {_pct(kinds['trainer'].work)} busy, waits {_pct(kinds['trainer'].shares['wait_input'])}"]
+    parts += [f"{k}s {_pct(v.work)} busy" for k, v in kinds.items() if k in ("actor", "reanalyzer")]
+    return Diagnosis("none", "", "; ".join(parts), "balanced: no role starves the trainer")
+
+
+# --- text ----------------------------------------------------------------------------------------------------------
+
+SHORT = {"busy_tree": "tree", "busy_inference": "infer", "busy_env": "env", "busy_targets": "targets",
+         "busy_train": "train", "busy_replay": "replay", "transport": "transp", "weights": "weights",
+         "wait_input": "w_in", "wait_output": "w_out", "other": "other"}
+
+
+def stage_table(processes: Sequence[ProcessProfile] | Sequence[KindProfile], label: str = "process") -> str:
+    """Per row: stage shares of wall time (%, they sum to 100), concurrency (lanes) and CPU cores used."""
+    head = f"{label:<13}" + "".join(f"{SHORT[s]:>8}" for s in STAGES) + f"{'lanes':>7}{'cores':>7}"
+    rows = [head]
+    for p in processes:
+        name = p.name if isinstance(p, ProcessProfile) else f"{p.kind} ×{p.instances}"
+        rows.append(f"{name:<13}" + "".join(f"{100 * p.shares[s]:7.0f}%" for s in STAGES)
+                    + f"{p.lanes:7.2f}{p.cores:7.2f}")
+    return "\n".join(rows)
+
+
+def format_report(profile: PipelineProfile, per_process: bool = False) -> str:
+    """The human-readable profile: kinds (or processes), throughput, rings, trend, bottleneck and advice."""
+    lo, hi = profile.window
+    lines = [f"pipeline profile of {profile.run_dir}: {lo:.0f}–{hi:.0f} s, {profile.cores} cores, "
+             f"{profile.cores_busy:.2f} busy", ""]
+    kinds = sorted(profile.kinds.values(), key=lambda k: k.kind)
+    lines.append(stage_table(profile.processes if per_process else kinds, "process" if per_process else "kind"))
+    lines.append("")
+    for k in kinds:
+        rates = ", ".join(f"{v:.1f} {unit}" for unit, v in k.throughput.items())
+        stale = f", weights {k.staleness:.1f} steps behind" if k.staleness is not None else ""
+        lines.append(f"{k.kind:<11} ×{k.instances}: {rates}{stale}")
+    if profile.rings:
+        lines.append("rings (fill mean/max): " + ", ".join(f"{r.name} {_pct(r.mean)}/{_pct(r.max)}"
+                                                            for r in profile.rings))
+    if profile.train_rate_trend:
+        lines.append("train steps/s over the window: " + " ".join(f"{r:.1f}" for _, r in profile.train_rate_trend))
+    d = profile.diagnosis
+    lines.append("")
+    lines.append(f"bottleneck: {d.bottleneck}" + (f" ({STAGE_LABELS.get(d.stage, d.stage)})" if d.stage else "")
+                 + f": {d.evidence}")
+    lines.append(f"advice: {d.advice}")
+    return "\n".join(lines)
