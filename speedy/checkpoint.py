@@ -1,26 +1,172 @@
-"""Checkpoints: model, target model, optimizer, counters and the config, written atomically (tmp + rename)."""
+"""Checkpoints that are safe to load and survive crashes.
+
+Format: one `torch.save` file holding only tensors and plain Python values (dicts, lists, str, int, float,
+bool, None), loaded with `torch.load(weights_only=True)`, so loading a file can never run code: a crafted
+pickle that names any other global is refused. Every checkpoint carries
+
+    format      "speedy-checkpoint"          (anything else is refused: not ours)
+    version     CHECKPOINT_VERSION           (a file from another format version is refused)
+    fingerprint sha256 of the config's algorithm-defining sections (`config_fingerprint`)
+    config      the resolved config as JSON text
+
+plus its payload (model, target model, optimizer, counters, RNG states, ...). A checkpoint from another
+config (a different network, task or optimizer) is refused with both fingerprints' differing keys named.
+
+Writing is atomic and keeps one previous copy: the new file is written to `<name>.tmp`, flushed and fsynced,
+the current file becomes `<name>.prev`, and the new one is renamed into place. A crash at any moment leaves
+either the new or the previous checkpoint whole. `load_latest` tries the current file and falls back to the
+previous one, saying why the current one was refused.
+"""
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
+import pickle
+import random
+import zipfile
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
+CHECKPOINT_FORMAT = "speedy-checkpoint"
+CHECKPOINT_VERSION = 2
+CHECKPOINT_NAME = "checkpoint.pt"
+# Sections whose values define what a checkpoint's tensors mean; run/roles/eval settings may change on resume.
+FINGERPRINT_SECTIONS = ("env", "model", "train", "mcts", "replay")
 
-def save_checkpoint(path: str | Path, state: dict[str, Any]) -> Path:
-    """Write `state` to `path` atomically: a crash mid-write leaves the previous checkpoint intact."""
+
+class CheckpointError(RuntimeError):
+    """A checkpoint file that cannot be used; the message names the file and why."""
+
+
+def config_fingerprint(config: dict[str, Any]) -> str:
+    """sha256 (hex) of the algorithm-defining sections of a config given as a plain dict (`asdict(config)`)."""
+    core = {k: config.get(k) for k in FINGERPRINT_SECTIONS}
+    return hashlib.sha256(json.dumps(core, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def rng_state() -> dict[str, Any]:
+    """The process's RNG states (torch CPU, numpy's global, Python's `random`) as checkpoint-safe values."""
+    np_kind, np_keys, np_pos, np_gauss, np_cached = np.random.get_state()
+    py_version, py_state, py_gauss = random.getstate()
+    return {"torch": torch.get_rng_state(),
+            "numpy": {"kind": np_kind, "keys": torch.from_numpy(np_keys.astype(np.int64)), "pos": int(np_pos),
+                      "has_gauss": int(np_gauss), "cached_gaussian": float(np_cached)},
+            "python": {"version": py_version, "state": list(py_state),
+                       "gauss": py_gauss}}
+
+
+def set_rng_state(state: dict[str, Any]) -> None:
+    """Restore what `rng_state` returned."""
+    torch.set_rng_state(state["torch"])
+    n = state["numpy"]
+    np.random.set_state((n["kind"], n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"],
+                         n["cached_gaussian"]))
+    p = state["python"]
+    random.setstate((p["version"], tuple(p["state"]), p["gauss"]))
+
+
+def save_checkpoint(path: str | Path, state: dict[str, Any], config: dict[str, Any] | None = None) -> Path:
+    """Write `state` (tensors and plain values only) to `path` atomically, keeping the previous file as
+    `<path>.prev`. With `config` (a plain dict), the format header, fingerprint and config are added."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    torch.save(state, tmp)
+    record = dict(state)
+    record.update(format=CHECKPOINT_FORMAT, version=CHECKPOINT_VERSION)
+    if config is not None:
+        record.update(fingerprint=config_fingerprint(config), config=json.dumps(config, default=str))
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "wb") as handle:
+        torch.save(record, handle)
+        handle.flush()
+        os.fsync(handle.fileno())
+    if path.exists():
+        os.replace(path, previous_path(path))
     os.replace(tmp, path)
+    _fsync_dir(path.parent)
     return path
 
 
-def load_checkpoint(path: str | Path, device: torch.device | str = "cpu") -> dict[str, Any]:
+def previous_path(path: str | Path) -> Path:
+    """Where the checkpoint before `path` is kept."""
+    path = Path(path)
+    return path.with_name(path.name + ".prev")
+
+
+def _fsync_dir(folder: Path) -> None:
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def load_checkpoint(path: str | Path, device: torch.device | str = "cpu",
+                    config: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Load and check one checkpoint file; raises CheckpointError naming the file and the problem:
+    missing, truncated or corrupt, unsafe (would run code), not a speedy checkpoint, another format version,
+    or (with `config`) made with a different configuration."""
     path = Path(path)
     if not path.exists():
-        raise FileNotFoundError(f"checkpoint {path} does not exist")
-    return torch.load(path, map_location=device, weights_only=False)
+        raise CheckpointError(f"checkpoint {path} does not exist")
+    try:
+        record = torch.load(path, map_location=device, weights_only=True)
+    except pickle.UnpicklingError as e:
+        raise CheckpointError(f"checkpoint {path} was refused: it holds objects that could run code on load "
+                              f"(only tensors and plain values are allowed): {str(e).splitlines()[0]}") from e
+    except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError) as e:
+        raise CheckpointError(f"checkpoint {path} is truncated or corrupt ({type(e).__name__}: "
+                              f"{str(e).splitlines()[0] if str(e) else 'no detail'})") from e
+    if not isinstance(record, dict) or record.get("format") != CHECKPOINT_FORMAT:
+        raise CheckpointError(f"{path} is not a speedy checkpoint (no '{CHECKPOINT_FORMAT}' header)")
+    if record.get("version") != CHECKPOINT_VERSION:
+        raise CheckpointError(f"checkpoint {path} has format version {record.get('version')}, this speedy reads "
+                              f"version {CHECKPOINT_VERSION}")
+    if config is not None and record.get("fingerprint") != config_fingerprint(config):
+        raise CheckpointError(f"checkpoint {path} was made with another configuration "
+                              f"({_config_difference(record, config)})")
+    return record
+
+
+def _config_difference(record: dict[str, Any], config: dict[str, Any]) -> str:
+    """The first few settings that differ between the checkpoint's config and `config`."""
+    try:
+        saved = json.loads(record.get("config", "{}"))
+    except ValueError:
+        return "its config is unreadable"
+    diffs = []
+    for section in FINGERPRINT_SECTIONS:
+        for key in sorted(set(saved.get(section) or {}) | set(config.get(section) or {})):
+            a, b = (saved.get(section) or {}).get(key), (config.get(section) or {}).get(key)
+            if json.dumps(a, default=str) != json.dumps(b, default=str):
+                diffs.append(f"{section}.{key}: checkpoint {a!r}, now {b!r}")
+    return "; ".join(diffs[:4]) or "fingerprints differ"
+
+
+def load_latest(path: str | Path, device: torch.device | str = "cpu", config: dict[str, Any] | None = None,
+                warn: Any = None) -> dict[str, Any]:
+    """Load `path`, or its previous copy if `path` is refused (`warn(message)` is told why).
+    Raises CheckpointError (both reasons) if neither can be used."""
+    path = Path(path)
+    try:
+        return load_checkpoint(path, device, config)
+    except CheckpointError as first:
+        prev = previous_path(path)
+        if not prev.exists():
+            raise
+        try:
+            record = load_checkpoint(prev, device, config)
+        except CheckpointError as second:
+            raise CheckpointError(f"{first}; and the previous one: {second}") from second
+        if warn is not None:
+            warn(f"{first}; using the previous checkpoint {prev} (train step {record.get('train_steps')})")
+        return record

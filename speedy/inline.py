@@ -176,8 +176,8 @@ def run_inline(config: Config, run_dir: Path, log: bool = True) -> RunSummary:
             run_eval()
         save_checkpoint(run_dir / "checkpoint.pt", {
             "model": model.state_dict(), "target_model": target_model.state_dict(),
-            "optimizer": learner.optimizer.state_dict(), "train_steps": train_steps, "env_steps": env_steps,
-            "config": asdict(config)})
+            "optimizer": learner.optimizer.state_dict(), "train_steps": train_steps, "env_steps": env_steps},
+            config=asdict(config))
     finally:
         for writer in metrics.values():
             writer.close()

@@ -285,3 +285,45 @@ class ReplayBuffer:
         self.priorities[index[live]] = values
         self.tree.set(index[live], values**self.alpha)
         return int(live.sum())
+
+    # -- checkpointing ------------------------------------------------------------------------------------------
+    _ARRAYS = ("starts", "stored", "lengths", "valid_steps", "collected_at", "generation", "owner", "priorities",
+               "held")
+    _COUNTERS = ("blocks_added", "positions_added", "live_blocks", "num_positions")
+
+    def state_dict(self) -> dict[str, np.ndarray]:
+        """Everything the buffer holds as named numpy arrays (no Python objects: safe to save with np.savez and
+        to load with allow_pickle=False). Counters are 0-d int64 arrays; `ring.<field>` the field rings' data,
+        `cursor.<field>` their cursors, `tree` the sum-tree's nodes."""
+        state = {name: getattr(self, name) for name in self._ARRAYS}
+        state |= {name: np.asarray(getattr(self, name), np.int64) for name in self._COUNTERS}
+        for field_name, ring in self.rings.items():
+            state[f"ring.{field_name}"] = ring.data
+            state[f"cursor.{field_name}"] = np.asarray(ring.cursor, np.int64)
+        state["tree"] = self.tree.nodes
+        state["geometry"] = np.asarray([self.capacity, self.layout.block_length, self.layout.frame_stack,
+                                        self.layout.num_actions], np.int64)
+        return state
+
+    def load_state_dict(self, state: dict[str, np.ndarray]) -> None:
+        """Restore what `state_dict` returned, from a buffer of the same capacity and layout (else ValueError
+        naming the mismatch)."""
+        geometry = [self.capacity, self.layout.block_length, self.layout.frame_stack, self.layout.num_actions]
+        saved = np.asarray(state["geometry"]).tolist()
+        if saved != geometry:
+            raise ValueError(f"replay snapshot of (capacity, block length, frame stack, actions) {saved} does not "
+                             f"fit this buffer {geometry}")
+        for name in self._ARRAYS:
+            _copy_into(getattr(self, name), state[name], name)
+        for name in self._COUNTERS:
+            setattr(self, name, int(state[name]))
+        for field_name, ring in self.rings.items():
+            _copy_into(ring.data, state[f"ring.{field_name}"], f"ring.{field_name}")
+            ring.cursor = int(state[f"cursor.{field_name}"])
+        _copy_into(self.tree.nodes, state["tree"], "tree")
+
+
+def _copy_into(dst: np.ndarray, src: np.ndarray, name: str) -> None:
+    if dst.shape != src.shape or dst.dtype != src.dtype:
+        raise ValueError(f"replay snapshot field {name!r} is {src.dtype} {src.shape}, expected {dst.dtype} {dst.shape}")
+    dst[...] = src

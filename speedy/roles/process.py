@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
+import multiprocessing as mp
 import os
 import signal
 import sys
+import threading
+import time
 import traceback
 from pathlib import Path
 
@@ -41,9 +46,40 @@ def _role_coroutine(ctx: RoleContext):  # noqa: ANN202 - returns the role's coro
     raise ValueError(f"unknown role {role!r}")
 
 
+_PR_SET_PDEATHSIG = 1
+AGENT_POLL_S = 1.0
+
+
+def die_with_agent() -> None:
+    """End this role process when its node agent (the spawning parent) dies, by any signal, SIGKILL included.
+
+    Linux delivers SIGTERM on the parent's death (prctl PR_SET_PDEATHSIG); a watchdog thread also polls the
+    parent pid every `AGENT_POLL_S` seconds (other platforms, or a parent that died before the prctl), and
+    exits the process at once. The role holds no shared state that dying mid-step could corrupt: the agent
+    owns the segments, and a ring record or weight copy is only published once complete.
+    """
+    parent = mp.parent_process()
+    agent_pid = parent.pid if parent is not None else os.getppid()
+    if sys.platform.startswith("linux"):
+        with contextlib.suppress(OSError, AttributeError):
+            ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, int(signal.SIGTERM), 0, 0, 0)
+    if os.getppid() != agent_pid:
+        os._exit(3)  # the agent died before we got here
+
+    def watch() -> None:
+        while True:
+            time.sleep(AGENT_POLL_S)
+            if os.getppid() != agent_pid:
+                os._exit(3)
+
+    threading.Thread(target=watch, name="agent-watchdog", daemon=True).start()
+
+
 def role_main(spec: RoleSpec) -> None:
-    """Run one role until the board's stop flag (or its own end); exit code 1 with a logged traceback on error."""
+    """Run one role until the board's stop flag (or its own end); exit code 1 with a logged traceback on error.
+    The process ends within seconds if its node agent dies (`die_with_agent`)."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the node agent's: it raises the stop flag
+    die_with_agent()
     limit_threads(spec.threads)
     ctx = None
     try:

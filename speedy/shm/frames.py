@@ -11,7 +11,10 @@ before reading and, after copying, that `id >= reserved - capacity` — i.e. the
 claimed for a newer frame while it was being read. If it was, the copy is discarded and the
 id reported evicted.
 
-Layout of the data region: 0 published (int64), 64 reserved (int64), 128 writer pid,
+A store refilled from a snapshot (`restore`) keeps the snapshot's ids; ids before its first one count as
+evicted (the `floor`).
+
+Layout of the data region: 0 published (int64), 64 reserved (int64), 128 writer pid, 192 floor,
 256 slot ids (int64[capacity]), then frames (capacity × frame_shape, 64-byte aligned).
 """
 
@@ -25,7 +28,7 @@ import numpy as np
 from speedy.shm.doorbell import fence
 from speedy.shm.segment import Segment
 
-_PUBLISHED, _RESERVED, _WPID = 0, 8, 16
+_PUBLISHED, _RESERVED, _WPID, _FLOOR = 0, 8, 16, 24  # int64 indices (bytes 0, 64, 128, 192)
 _SLOTS_OFF = 256
 
 
@@ -84,7 +87,7 @@ class FrameStore:
 
     def oldest_id(self) -> int:
         """Smallest id still readable."""
-        return max(0, int(self._ctrl[_RESERVED]) - self.capacity)
+        return max(0, int(self._ctrl[_RESERVED]) - self.capacity, int(self._ctrl[_FLOOR]))
 
     def append(self, frames: np.ndarray) -> np.ndarray:
         """Append frames of shape (n, *frame_shape) (or one frame of frame_shape); returns their
@@ -118,7 +121,7 @@ class FrameStore:
         self._check_not_evicted(ids)
 
     def _check_not_evicted(self, ids: np.ndarray) -> None:
-        limit = int(self._ctrl[_RESERVED]) - self.capacity
+        limit = max(int(self._ctrl[_RESERVED]) - self.capacity, int(self._ctrl[_FLOOR]))
         if ids.size and ids.min() < limit:
             bad = ids[ids < limit]
             raise FrameEvictedError(f"frame ids {bad[:8].tolist()} were evicted (oldest kept: {max(limit, 0)})")
@@ -152,7 +155,31 @@ class FrameStore:
     def still_valid(self, frame_id: int) -> bool:
         """True if `frame_id` has not been (and is not being) overwritten."""
         fence()
-        return frame_id >= int(self._ctrl[_RESERVED]) - self.capacity
+        return frame_id >= max(int(self._ctrl[_RESERVED]) - self.capacity, int(self._ctrl[_FLOOR]))
+
+    def snapshot(self) -> tuple[int, np.ndarray]:
+        """(first id, frames (n, *frame_shape)) of every frame still stored, oldest first (a copy). Call it
+        while no writer appends (e.g. after the writer stopped)."""
+        first, end = self.oldest_id(), self.next_id
+        return first, self.get(np.arange(first, end, dtype=np.int64))
+
+    def restore(self, first_id: int, frames: np.ndarray) -> None:
+        """Refill an empty store with `frames` (n, *frame_shape) as ids first_id … first_id + n − 1, so that
+        refs taken before a snapshot stay valid; the next appended frame gets id first_id + n."""
+        frames = np.asarray(frames, dtype=self.dtype)
+        if self.next_id != 0:
+            raise ValueError(f"restore into a store that already holds {self.next_id} frames")
+        if frames.shape[1:] != self.frame_shape or len(frames) > self.capacity or first_id < 0:
+            raise ValueError(f"cannot restore {len(frames)} frames of {frames.shape[1:]} from id {first_id} into a "
+                             f"store of {self.capacity} frames of {self.frame_shape}")
+        ids = np.arange(first_id, first_id + len(frames), dtype=np.int64)
+        slots = ids % self.capacity
+        self._frames[slots] = frames
+        self._slot_ids[slots] = ids
+        self._ctrl[_FLOOR] = first_id  # ids before the snapshot's first are gone
+        fence()
+        self._ctrl[_RESERVED] = first_id + len(frames)
+        self._ctrl[_PUBLISHED] = first_id + len(frames)
 
     def close(self) -> None:
         """Unmap (the creator also unlinks the segment)."""

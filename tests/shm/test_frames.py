@@ -68,3 +68,23 @@ def test_other_process_reads_by_id(run_id, ctx):
         r.close()
         out.close()
         store.close()
+
+
+def test_frame_store_snapshot_and_restore_keep_ids(run_id):
+    store = FrameStore.create(run_id, "a", (2,), np.uint8, 4)
+    fresh = FrameStore.create(run_id, "b", (2,), np.uint8, 4)
+    try:
+        store.append(np.arange(8, dtype=np.uint8).reshape(4, 2))
+        store.append(np.arange(8, 12, dtype=np.uint8).reshape(2, 2))  # ids 0..5, 2..5 kept
+        first, frames = store.snapshot()
+        assert first == 2 and frames.tolist() == [[4, 5], [6, 7], [8, 9], [10, 11]]
+        fresh.restore(first, frames)
+        assert fresh.get([2, 5]).tolist() == [[4, 5], [10, 11]] and fresh.next_id == 6
+        assert fresh.append(np.array([[20, 21]], np.uint8)).tolist() == [6]
+        with pytest.raises(KeyError, match="evicted"):
+            fresh.get([2])
+        with pytest.raises(ValueError, match="already holds"):
+            fresh.restore(0, frames)
+    finally:
+        store.close()
+        fresh.close()
