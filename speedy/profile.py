@@ -270,7 +270,7 @@ def analyze(run_dir: str | Path, window: tuple[float | None, float | None] = (No
     last_time = max((rows[-1]["time"] for rows in records.values() if rows), default=t0)
     start = t0 + window[0] if window[0] is not None else (training_start(records) or t0)
     end = t0 + window[1] if window[1] is not None else last_time
-    config = _config(run_dir)
+    config = _config(run_dir, records.get("agent", []))
     processes = [p for name, rows in records.items() if name != "agent"
                  if (p := process_profile(name, rows, start, end)) is not None]
     by_kind: dict[str, list[ProcessProfile]] = {}
@@ -288,7 +288,11 @@ def analyze(run_dir: str | Path, window: tuple[float | None, float | None] = (No
         diagnosis=diagnose(kinds, cores, sum(p.cores for p in processes), config))
 
 
-def _config(run_dir: str | Path) -> dict[str, Any]:
+def _config(run_dir: str | Path, agent_rows: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """The run's resolved configuration: from the node agent's start record, else config.json."""
+    for row in agent_rows:
+        if "config" in row:
+            return row["config"]
     path = Path(run_dir) / "config.json"
     return json.loads(path.read_text()) if path.exists() else {}
 

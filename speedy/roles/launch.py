@@ -249,6 +249,7 @@ def run_single_box(config: Config, run_dir: Path, log: bool = True) -> RunSummar
     owned = create_shared_memory(config, plan, run_id)
     board: Board = owned[0]
     metrics = MetricsWriter(run_dir, "agent", tensorboard=False)
+    metrics.write(0, {"event": "start", "cores": usable_cores(), "plan": asdict(plan), "config": asdict(config)})
     start = time.time()
     board.set_control("start_time", start)
     supervisor = Supervisor(config, plan, run_id, run_dir)
