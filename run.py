@@ -3,6 +3,7 @@
     python run.py                         # single-box run of cluster.toml's preset
     python run.py --preset cartpole --inline
     python run.py --preset atari100k --set env.id=atari:Pong --set train.batch_size=128
+    python run.py --resume runs/<run>     # continue a stopped run (its config, checkpoint, replay and frames)
     python run.py --cleanup               # remove shared memory left by runs that were killed
 """
 
@@ -28,6 +29,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--max-env-steps", type=int, help="stop self-play after this many agent steps")
     parser.add_argument("--max-train-steps", type=int, help="stop after this many training steps")
     parser.add_argument("--seed", type=int, help="random seed")
+    parser.add_argument("--resume", metavar="RUN_DIR",
+                        help="continue the stopped run in RUN_DIR (its config; --set/--max-* may extend it)")
     parser.add_argument("--cleanup", action="store_true", help="remove stale shared memory segments and exit")
     parser.add_argument("--print-config", action="store_true", help="print the resolved config as JSON and exit")
     return parser.parse_args(argv)
@@ -35,7 +38,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    from speedy.config import ConfigError, build_config
+    from speedy.config import ConfigError, build_config, resumed_config
 
     if args.cleanup:
         from speedy.shm.segment import cleanup_stale
@@ -49,7 +52,13 @@ def main(argv: list[str] | None = None) -> int:
         if getattr(args, flag) is not None:
             overrides.append(f"{key}={getattr(args, flag)}")
     try:
-        config = build_config(args.preset, args.config if Path(args.config).exists() else None, overrides)
+        if args.resume:
+            if args.preset or args.inline or args.run_dir:
+                raise ConfigError("--resume takes the run's own config and directory; use --set to change settings "
+                                  "(--preset, --inline and --run-dir do not combine with it)")
+            config = resumed_config(args.resume, overrides)
+        else:
+            config = build_config(args.preset, args.config if Path(args.config).exists() else None, overrides)
     except ConfigError as err:
         print(f"config error: {err}", file=sys.stderr)
         return 2
@@ -64,17 +73,21 @@ def main(argv: list[str] | None = None) -> int:
         print(f"config error: env.id = {config.env.id!r}: {err}", file=sys.stderr)
         return 2
 
-    run_dir = make_run_dir(config, args.run_dir)
+    run_dir = make_run_dir(config, args.resume or args.run_dir)
     print(f"speedy: {config.env.id}, run dir {run_dir}", flush=True)
     if args.inline:
         from speedy.inline import run_inline
 
         summary = run_inline(config, run_dir)
     else:
+        from speedy.checkpoint import CheckpointError
         from speedy.roles.launch import RunFailedError, run_single_box
 
         try:
-            summary = run_single_box(config, run_dir)
+            summary = run_single_box(config, run_dir, resume=bool(args.resume))
+        except CheckpointError as err:
+            print(f"error: cannot resume: {err}", file=sys.stderr)
+            return 2
         except (MemoryError, RunFailedError) as err:
             print(f"error: {err}", file=sys.stderr)
             return 1

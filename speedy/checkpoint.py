@@ -170,3 +170,28 @@ def load_latest(path: str | Path, device: torch.device | str = "cpu", config: di
         if warn is not None:
             warn(f"{first}; using the previous checkpoint {prev} (train step {record.get('train_steps')})")
         return record
+
+
+def state_digest(value: Any) -> str:
+    """sha256 (hex) of a nested structure of tensors and plain values (a state dict, an optimizer state): equal
+    digests mean equal keys, shapes, dtypes and bytes. Used to show a resumed run starts from what was saved."""
+    digest = hashlib.sha256()
+
+    def walk(item: Any) -> None:
+        if isinstance(item, torch.Tensor):
+            t = item.detach().to("cpu").contiguous()
+            digest.update(f"T{t.dtype}{tuple(t.shape)}".encode())
+            digest.update(t.reshape(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+        elif isinstance(item, dict):
+            for key in sorted(item, key=str):
+                digest.update(f"K{key!r}".encode())
+                walk(item[key])
+        elif isinstance(item, list | tuple):
+            digest.update(f"L{len(item)}".encode())
+            for sub in item:
+                walk(sub)
+        else:
+            digest.update(f"V{item!r}".encode())
+
+    walk(value)
+    return digest.hexdigest()

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import json
 import tomllib
 import types
 import typing
@@ -243,12 +244,18 @@ class RunConfig:
     log_interval_s: float = 5.0
     stop_eval_return: float = 0.0  # stop once a full evaluation reaches this mean return (0 = never)
     num_threads: int = 0  # torch/BLAS threads of an inline run; 0 = auto (1 for vector tasks, all cores for Atari)
+    checkpoint_interval_steps: int = 1000  # the trainer writes checkpoint.pt every this many training steps (0 = off)
+    checkpoint_interval_min: float = 10.0  # ... and at least every this many minutes of training (0 = off)
 
     def validate(self) -> None:
         _check(self.max_env_steps >= 1, "run.max_env_steps", self.max_env_steps, ">= 1")
         _check(self.max_train_steps >= 0, "run.max_train_steps", self.max_train_steps, ">= 0")
         _check(self.log_interval_s > 0, "run.log_interval_s", self.log_interval_s, "> 0")
         _check(self.num_threads >= 0, "run.num_threads", self.num_threads, ">= 0 (0 = auto)")
+        _check(self.checkpoint_interval_steps >= 0, "run.checkpoint_interval_steps", self.checkpoint_interval_steps,
+               ">= 0 (0 = off)")
+        _check(self.checkpoint_interval_min >= 0, "run.checkpoint_interval_min", self.checkpoint_interval_min,
+               ">= 0 (0 = off)")
 
 
 @dataclass
@@ -416,11 +423,32 @@ def build_config(
         _apply(config, load_preset(preset), f"preset '{preset}'")
     if run_values:
         _apply(config, run_values, str(run_file))
-    for text in overrides or []:
+    _apply_overrides(config, overrides or [])
+    config.validate()
+    return config
+
+
+def _apply_overrides(config: Config, overrides: list[str]) -> None:
+    for text in overrides:
         keys, value = parse_override(text)
         nested: dict[str, Any] = value
         for key in reversed(keys):
             nested = {key: nested}
         _apply(config, nested, f"--set {text}")
+
+
+def resumed_config(run_dir: str | Path, overrides: list[str] | None = None) -> Config:
+    """The config a stopped run was started with (its run_dir/config.json) ← `--set` overrides; validated.
+    Overrides of what the checkpoint's tensors depend on are refused when the checkpoint is loaded."""
+    path = Path(run_dir) / "config.json"
+    if not path.exists():
+        raise ConfigError(f"--resume {run_dir}: no {path.name} there (not a speedy run directory)")
+    try:
+        values = json.loads(path.read_text())
+    except (OSError, ValueError) as e:
+        raise ConfigError(f"--resume {run_dir}: {path} is unreadable: {e}") from e
+    config = Config()
+    _apply(config, values, str(path))
+    _apply_overrides(config, overrides or [])
     config.validate()
     return config

@@ -39,6 +39,7 @@ from speedy.replay.buffer import replay_memory_bytes
 from speedy.roles.board import Board
 from speedy.roles.context import LATEST_WEIGHTS, TARGET_WEIGHTS, RolePlan, RoleSpec
 from speedy.roles.process import role_main
+from speedy.roles.resume import ResumeState, load_resume, restore_shared_state, resume_plan, save_frames
 from speedy.shm.frames import FrameStore
 from speedy.shm.mux import create_mux
 from speedy.shm.ring import Ring
@@ -94,7 +95,8 @@ def check_memory(frame_bytes: int, replay_bytes: int, config: Config) -> None:
             f"or enlarge /dev/shm")
 
 
-def create_shared_memory(config: Config, plan: RolePlan, run_id: str) -> list:
+def create_shared_memory(config: Config, plan: RolePlan, run_id: str,
+                         initial: ResumeState | None = None) -> list:
     """Create every segment of the run (see module docstring); returns the owning handles (close = unlink)."""
     spec = task_spec(config)
     layout = block_layout(config, spec)
@@ -120,9 +122,12 @@ def create_shared_memory(config: Config, plan: RolePlan, run_id: str) -> list:
     owned += [Ring.create(run_id, f"refresh{j}", _ring_bytes(chunk_bytes, 2)) for j in range(plan.refreshers)]
     model = build_model(config, spec, torch.device("cpu"))
     state = model.state_dict()
-    for name in (LATEST_WEIGHTS, TARGET_WEIGHTS):
+    weights = {LATEST_WEIGHTS: state, TARGET_WEIGHTS: state}
+    if initial is not None:  # --resume: the checkpoint's weights, as the version of its training step
+        weights = {LATEST_WEIGHTS: initial.model, TARGET_WEIGHTS: initial.target_model}
+    for name, values in weights.items():
         slot = WeightSlot.create(run_id, name, WeightLayout.from_state_dict(state))
-        slot.publish_state_dict(state, 0)
+        slot.publish_state_dict(values, initial.train_steps if initial is not None else 0)
         owned.append(slot)
     return owned
 
@@ -235,10 +240,16 @@ def final_evaluation(board: Board, supervisor: Supervisor, say, timeout_s: float
         time.sleep(0.2)
 
 
-def run_single_box(config: Config, run_dir: Path, log: bool = True) -> RunSummary:
-    """Train with every role in its own process on this machine; returns the run summary."""
+def run_single_box(config: Config, run_dir: Path, log: bool = True, resume: bool = False) -> RunSummary:
+    """Train with every role in its own process on this machine; returns the run summary. With `resume`, continue
+    the stopped run in `run_dir` (speedy/roles/resume.py; CheckpointError if it has no usable checkpoint)."""
     say = print if log else (lambda *a, **k: None)
     plan = plan_roles(config)
+    restored = load_resume(run_dir, asdict(config), say) if resume else None
+    if restored is not None:
+        plan = resume_plan(plan, restored)
+        say(f"[agent] resuming at train step {restored.train_steps}, env step {restored.env_steps} "
+            f"({'with' if restored.has_replay else 'without'} the replay buffer)", flush=True)
     run_id = f"r{os.getpid()}{uuid.uuid4().hex[:6]}"
     stale = cleanup_stale()
     if stale:
@@ -246,8 +257,11 @@ def run_single_box(config: Config, run_dir: Path, log: bool = True) -> RunSummar
     say(f"[agent] pid {os.getpid()}: Ctrl-C stops (final checkpoint kept), SIGUSR1 pauses/resumes", flush=True)
     say(f"[agent] {plan.actors} actor(s), {plan.reanalyzers} reanalyzer(s), {plan.refreshers} refresher(s), "
         f"trainer threads {plan.threads['trainer']}; shared memory speedy_{run_id}_*", flush=True)
-    owned = create_shared_memory(config, plan, run_id)
+    owned = create_shared_memory(config, plan, run_id, restored)
     board: Board = owned[0]
+    stores = [h for h in owned if isinstance(h, FrameStore)]
+    if restored is not None:
+        restore_shared_state(restored, run_dir, stores, board, config.replay.start_env_steps)
     metrics = MetricsWriter(run_dir, "agent", tensorboard=False)
     metrics.write(0, {"event": "start", "cores": usable_cores(), "plan": asdict(plan), "config": asdict(config)})
     start = time.time()
@@ -296,6 +310,7 @@ def run_single_box(config: Config, run_dir: Path, log: bool = True) -> RunSummar
         signal.signal(signal.SIGTERM, signal.SIG_IGN)
         board.set_control("stop", 1)
         supervisor.stop()
+        save_frames(run_dir, stores)  # with the replay role's replay.npz and the trainer's checkpoint: --resume
         signal.signal(signal.SIGTERM, previous_term)
         signal.signal(signal.SIGINT, previous_int)
         signal.signal(signal.SIGUSR1, previous_usr1)

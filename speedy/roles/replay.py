@@ -5,6 +5,9 @@ back-pressure paces sampling (a reanalyzer that is busy simply has a full ring).
 from __future__ import annotations
 
 import asyncio
+import json
+import os
+from pathlib import Path
 
 import numpy as np
 
@@ -16,11 +19,46 @@ from speedy.shm.mux import MuxReader
 from speedy.shm.ring import Ring
 from speedy.targets import beta_schedule
 
+SNAPSHOT = "replay.npz"  # written by the replay role when the run stops
+RESUME_SNAPSHOT = "replay.resume.npz"  # put in place by the node agent for `--resume`, consumed once
+
+
+def save_snapshot(run_dir: Path, replay: ReplayBuffer, rng: np.random.Generator) -> Path:
+    """Write the buffer and the sampling RNG to run_dir/replay.npz atomically (numpy arrays only: loading it
+    runs no code)."""
+    path = run_dir / SNAPSHOT
+    tmp = path.with_name(path.name + ".tmp.npz")
+    state = replay.state_dict() | {"sampler_rng": np.array(json.dumps(rng.bit_generator.state))}
+    with open(tmp, "wb") as handle:
+        np.savez(handle, **state)
+        handle.flush()
+        os.fsync(handle.fileno())
+    os.replace(tmp, path)
+    return path
+
+
+def load_snapshot(run_dir: Path, replay: ReplayBuffer, rng: np.random.Generator) -> bool:
+    """Fill `replay` (and `rng`) from run_dir/replay.resume.npz if the agent put one there; it is used once
+    (renamed to replay.resumed.npz), so a later restart of this role does not reload stale data."""
+    path = run_dir / RESUME_SNAPSHOT
+    if not path.exists():
+        return False
+    with np.load(path, allow_pickle=False) as saved:
+        state = dict(saved)
+    rng.bit_generator.state = json.loads(str(state.pop("sampler_rng")))
+    replay.load_state_dict(state)
+    os.replace(path, run_dir / "replay.resumed.npz")
+    return True
+
 
 async def run_replay(ctx: RoleContext) -> None:
     config = ctx.config
     replay = ReplayBuffer(ctx.layout, config.replay.capacity, config.replay.alpha, config.replay.priority_eps)
     rng = np.random.default_rng(config.run.seed + 7)
+    run_dir = Path(ctx.spec.run_dir)
+    if load_snapshot(run_dir, replay, rng):
+        print(f"[replay] resumed with {replay.num_positions} positions", flush=True)
+    ctx.row.set("items", replay.num_positions)
     run_id, plan = ctx.spec.run_id, ctx.spec.plan
     stopping = lambda: ctx.stopping  # noqa: E731
     blocks_in = Inbox(MuxReader.attach(run_id, "blocks"), stopping)
@@ -104,6 +142,8 @@ async def run_replay(ctx: RoleContext) -> None:
     try:
         await asyncio.gather(*tasks)
     finally:
+        if ctx.stopping:  # a clean stop of the run (not a crash): keep the buffer for --resume
+            save_snapshot(run_dir, replay, rng)
         for end in [*samples_out, *refresh_out]:
             end.close()
         blocks_in.close()

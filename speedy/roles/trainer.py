@@ -13,7 +13,16 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict
 from pathlib import Path
 
-from speedy.checkpoint import save_checkpoint
+from speedy.checkpoint import (
+    CHECKPOINT_NAME,
+    CheckpointError,
+    load_latest,
+    previous_path,
+    rng_state,
+    save_checkpoint,
+    set_rng_state,
+    state_digest,
+)
 from speedy.learner import Learner
 from speedy.losses import TrainingBatch
 from speedy.reanalyze import BatchTargets
@@ -26,12 +35,62 @@ from speedy.shm.weights import WeightSlot
 PREFETCH = 2
 
 
+class CheckpointSchedule:
+    """Due every `every_steps` training steps or `every_min` minutes, whichever comes first (0 = that one off)."""
+
+    def __init__(self, every_steps: int, every_min: float) -> None:
+        self.every_steps, self.every_s = every_steps, 60.0 * every_min
+        self.last = time.monotonic()
+
+    def due(self, step: int) -> bool:
+        now = time.monotonic()
+        if (self.every_steps and step % self.every_steps == 0) or (self.every_s and now - self.last >= self.every_s):
+            self.last = now
+            return True
+        return False
+
+
+def checkpoint_path(ctx: RoleContext) -> Path:
+    return Path(ctx.spec.run_dir) / CHECKPOINT_NAME
+
+
+def write_checkpoint(ctx: RoleContext, learner: Learner, target: WeightSlot) -> None:
+    """Model, target model (from its weight slot), optimizer, counters and this process's RNG states, written
+    atomically with the previous checkpoint kept (speedy.checkpoint)."""
+    _, target_state = target.read_state_dict()
+    save_checkpoint(checkpoint_path(ctx), {
+        "model": learner.model.state_dict(), "target_model": target_state,
+        "optimizer": learner.optimizer.state_dict(), "train_steps": learner.step,
+        "env_steps": ctx.total_env_steps(), "rng": rng_state()}, config=asdict(ctx.config))
+
+
+def restore_optimizer(ctx: RoleContext, learner: Learner) -> None:
+    """On a resumed run or a restarted trainer (weights past step 0): the optimizer state and RNG states of the
+    newest usable checkpoint, if it is not ahead of the weights."""
+    path = checkpoint_path(ctx)
+    if learner.step == 0 or not (path.exists() or previous_path(path).exists()):
+        return
+    try:
+        record = load_latest(path, "cpu", asdict(ctx.config), warn=lambda m: print(f"[trainer] {m}"))
+    except CheckpointError as err:
+        print(f"[trainer] optimizer state not restored: {err}", flush=True)
+        return
+    if record["train_steps"] > learner.step:
+        return
+    learner.optimizer.load_state_dict(record["optimizer"])
+    set_rng_state(record["rng"])
+    print(f"[trainer] resumed at step {learner.step}: weights {state_digest(learner.model.state_dict())[:16]}, "
+          f"optimizer state of step {record['train_steps']} {state_digest(record['optimizer']['state'])[:16]}",
+          flush=True)
+
+
 async def run_trainer(ctx: RoleContext) -> None:
     config = ctx.config
     model = ctx.new_model()
     await ctx.wait_for_weights(model)  # the node agent publishes the initial weights (or the last ones on restart)
     learner = Learner(model, config, ctx.task.frame_stack, ctx.device)
     learner.step = max(0, ctx.weights_version())
+    restore_optimizer(ctx, learner)
     ctx.row.set("train_steps", learner.step)
     batches_in = Inbox(MuxReader.attach(ctx.spec.run_id, "batches"), lambda: ctx.stopping)
     priorities_out = Outbox(mux_writer(ctx.spec.run_id, "priorities", 0), lambda: ctx.stopping)
@@ -45,6 +104,7 @@ async def run_trainer(ctx: RoleContext) -> None:
     loop = asyncio.get_running_loop()
     report = Periodic(config.run.log_interval_s)
     slow_s = config.roles.slow_trainer_s
+    checkpoints = CheckpointSchedule(config.run.checkpoint_interval_steps, config.run.checkpoint_interval_min)
 
     def train_step(batch: TrainingBatch):  # noqa: ANN202 - the learner's step statistics
         if slow_s:
@@ -88,6 +148,9 @@ async def run_trainer(ctx: RoleContext) -> None:
                     target.publish_state_dict(model.state_dict(), learner.step)
             if learner.step % 10 == 0 or report.due():
                 ctx.write_stats({k: v for k, v in asdict(stats).items() if k != "priorities"})
+            if checkpoints.due(learner.step):
+                with ctx.row.timed("weights"):
+                    write_checkpoint(ctx, learner, target)
 
     feeder = asyncio.ensure_future(prefetch())
     try:
@@ -97,9 +160,7 @@ async def run_trainer(ctx: RoleContext) -> None:
         await asyncio.gather(feeder, return_exceptions=True)
         executor.shutdown(wait=True)
         latest.publish_state_dict(model.state_dict(), learner.step)
-        save_checkpoint(Path(ctx.spec.run_dir) / "checkpoint.pt", {
-            "model": model.state_dict(), "optimizer": learner.optimizer.state_dict(), "train_steps": learner.step,
-            "env_steps": ctx.total_env_steps(), "config": asdict(config)})
+        write_checkpoint(ctx, learner, target)
         batches_in.close()
         priorities_out.close()
         latest.close()

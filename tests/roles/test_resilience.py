@@ -3,7 +3,9 @@ SIGTERM writes a checkpoint that `--resume` continues from with the same counter
 
 from __future__ import annotations
 
+import json
 import re
+import signal
 import subprocess
 import sys
 import time
@@ -70,3 +72,68 @@ def test_sigkill_of_the_agent_leaves_no_orphans_and_the_next_start_cleans_up(tmp
                          cwd=REPO, timeout=60)
     assert out.returncode == 0 and "removed" in out.stdout
     assert not {name for name in speedy_segments() if name.startswith(f"speedy_{run_id}_")}
+
+
+@pytest.mark.timeout(400)
+def test_sigterm_then_resume_continues_from_the_saved_state(tmp_path, no_leftovers):
+    import numpy as np
+    import torch
+
+    from speedy.checkpoint import state_digest
+
+    agent = start_run(tmp_path, "--set", "run.checkpoint_interval_steps=5")
+    try:
+        wait_for(lambda: (r := agent_rows(tmp_path)) and r["trainer"]["train_steps"] > 12, 150, "training")
+        agent.send_signal(signal.SIGTERM)
+        output, _ = agent.communicate(timeout=60)
+    finally:
+        if agent.poll() is None:
+            agent.kill()
+            agent.communicate()
+    assert agent.returncode == 0, output[-3000:]
+    for name in ("checkpoint.pt", "checkpoint.pt.prev", "replay.npz", "frames.npz"):
+        assert (tmp_path / name).exists(), name
+    saved = torch.load(tmp_path / "checkpoint.pt", weights_only=True)
+    steps, env_steps = saved["train_steps"], saved["env_steps"]
+    with np.load(tmp_path / "replay.npz", allow_pickle=False) as replay:
+        positions = int(replay["num_positions"])
+        replay_digest = state_digest({k: torch.from_numpy(np.asarray(v)) for k, v in replay.items()
+                                      if k != "sampler_rng"})
+    assert positions > 0 and steps > 12
+
+    more = steps + 6
+    resumed = subprocess.run([sys.executable, str(REPO / "run.py"), "--resume", str(tmp_path),
+                              "--max-train-steps", str(more), "--set", "eval.episodes=1"],
+                             capture_output=True, text=True, cwd=REPO, timeout=300)
+    out = resumed.stdout + resumed.stderr
+    assert resumed.returncode == 0, out[-3000:]
+    assert f"resuming at train step {steps}, env step {env_steps} (with the replay buffer)" in out
+    assert f"[replay] resumed with {positions} positions" in out
+    weights = state_digest(saved["model"])[:16]
+    optimizer = state_digest(saved["optimizer"]["state"])[:16]
+    assert f"[trainer] resumed at step {steps}: weights {weights}, optimizer state of step {steps} {optimizer}" in out
+    with np.load(tmp_path / "replay.resumed.npz", allow_pickle=False) as replay:
+        assert state_digest({k: torch.from_numpy(np.asarray(v)) for k, v in replay.items()
+                             if k != "sampler_rng"}) == replay_digest
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert summary["train_steps"] == more and summary["env_steps"] >= env_steps
+    assert torch.load(tmp_path / "checkpoint.pt", weights_only=True)["train_steps"] == more
+
+
+def test_resume_errors_are_one_line_with_exit_code_2(tmp_path):
+    def run(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, str(REPO / "run.py"), *args], capture_output=True, text=True,
+                              cwd=REPO, timeout=120)
+
+    missing = run("--resume", str(tmp_path / "nope"))
+    assert missing.returncode == 2 and "no config.json there" in missing.stderr
+    assert "Traceback" not in missing.stderr
+    (tmp_path / "config.json").write_text("{}")
+    no_checkpoint = run("--resume", str(tmp_path), "--set", "roles.actors=1", "--set", "roles.reanalyzers=1")
+    assert no_checkpoint.returncode == 2 and "cannot resume" in no_checkpoint.stderr
+    assert "checkpoint.pt does not exist" in no_checkpoint.stderr and "Traceback" not in no_checkpoint.stderr
+    (tmp_path / "checkpoint.pt").write_bytes(b"PK\x03\x04 truncated")
+    broken = run("--resume", str(tmp_path))
+    assert broken.returncode == 2 and "truncated or corrupt" in broken.stderr
+    clash = run("--resume", str(tmp_path), "--preset", "cartpole")
+    assert clash.returncode == 2 and "--resume takes the run's own config" in clash.stderr
