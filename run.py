@@ -73,7 +73,13 @@ def main(argv: list[str] | None = None) -> int:
         print(f"config error: env.id = {config.env.id!r}: {err}", file=sys.stderr)
         return 2
 
-    run_dir = make_run_dir(config, args.resume or args.run_dir)
+    try:
+        run_dir = make_run_dir(config, args.resume or args.run_dir)
+    except OSError as err:
+        where = args.resume or args.run_dir or config.run.run_dir
+        print(f"error: cannot write the run directory under {where}: {err.strerror or err} "
+              f"(choose another with --run-dir or run.run_dir)", file=sys.stderr)
+        return 2
     print(f"speedy: {config.env.id}, run dir {run_dir}", flush=True)
     if args.inline:
         from speedy.inline import run_inline

@@ -13,7 +13,7 @@ import json
 import os
 import time
 import uuid
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -56,6 +56,7 @@ class RunSummary:
     reached_target_env_steps: int | None  # env steps when run.stop_eval_return was first reached
     reached_target_minutes: float | None
     run_dir: str
+    restarts: dict[str, int] = field(default_factory=dict)  # role process → times it was restarted after a failure
 
 
 def _sync(dst: torch.nn.Module, src: torch.nn.Module) -> None:

@@ -223,7 +223,14 @@ class Progress:
         return (f"[{now - self.start:6.0f}s] env {int(env)} ({rate('actor', 'env_steps'):.0f}/s) "
                 f"train {int(trainer['train_steps'])} ({rate('trainer', 'train_steps'):.1f}/s) "
                 f"selfplay {play} eval {eval_text} | reanalyzers {rate('reanalyzer', 'items'):.1f} batch/s "
-                f"| trainer starved {100 * min(1.0, wait):.0f}% | replay {int(snap['replay']['items'])}")
+                f"| trainer starved {100 * min(1.0, wait):.0f}% | replay {int(snap['replay']['items'])}"
+                + restarts_text(snap))
+
+
+def restarts_text(snap: dict[str, dict[str, float]]) -> str:
+    """' | restarts actor0 1, trainer 2' for the processes restarted after a failure ('' if none)."""
+    counts = {name: int(v.get("restarts", 0)) for name, v in snap.items() if v.get("restarts", 0)}
+    return (" | restarts " + ", ".join(f"{k} {v}" for k, v in counts.items())) if counts else ""
 
 
 def final_evaluation(board: Board, supervisor: Supervisor, say, timeout_s: float = 600.0) -> None:  # noqa: ANN001
@@ -344,4 +351,5 @@ def _summary(board: Board, run_dir: Path, start: float, elapsed: float) -> RunSu
         reached_target_env_steps=int(reached_steps) if reached_steps else None,
         reached_target_minutes=(reached_time - start) / 60 if reached_time else None,
         run_dir=str(run_dir),
+        restarts={name: int(v["restarts"]) for name, v in board.snapshot().items() if v.get("restarts", 0)},
     )
