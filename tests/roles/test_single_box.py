@@ -43,7 +43,8 @@ def test_tiny_atari_run_with_every_role(tmp_path, no_leftovers):
     roles = read_metrics(tmp_path / "metrics" / "agent.jsonl")[-1]["roles"]
     assert roles["reanalyzer0"]["items"] + roles["reanalyzer1"]["items"] >= 8  # both fed the trainer
     assert roles["refresher0"]["items"] > 0  # priorities refreshed
-    assert roles["trainer"]["busy_train"] > 0 and roles["actor0"]["busy_tree"] > 0
+    # actors act at random until the first training step (EfficientZero), so an 8-step run may end before they search
+    assert roles["trainer"]["busy_train"] > 0 and roles["actor0"]["busy_env"] + roles["actor1"]["busy_env"] > 0
 
 
 def _cartpole_config(extra: list[str]):
