@@ -28,11 +28,12 @@ def may_collect(ctx: RoleContext) -> bool:
     """The data/update bound: env steps stay below start + ratio · train steps. Before the first training step the
     bound also leaves room for the transitions not yet emitted as blocks (each env holds up to L + K + n), so replay
     surely reaches `replay.start_env_steps`; without it, actors acting at random would spend the env-step budget
-    while the trainer starts up."""
+    while the trainer starts up. While replay holds fewer than `replay.start_env_steps` positions (a restarted
+    replay, a run resumed without its buffer) actors always collect, or nothing could ever refill it."""
     config = ctx.config
     ratio = config.train.env_steps_per_train_step
-    if ratio == 0:
-        return True
+    if ratio == 0 or ctx.board.get("replay", "items") < config.replay.start_env_steps:
+        return True  # unbounded, or a replay that lost its buffer (restarted, resumed after a crash) must refill
     train_steps = ctx.train_steps()
     limit = config.replay.start_env_steps + ratio * train_steps
     if train_steps == 0:

@@ -26,7 +26,7 @@ SMALL = [*TINY_MODEL, "replay.start_env_steps=64", "replay.block_length=16", "tr
 
 def agent_rows(run_dir: Path) -> dict | None:
     path = run_dir / "metrics" / "agent.jsonl"
-    records = read_metrics(path) if path.exists() else []
+    records = [r for r in (read_metrics(path) if path.exists() else []) if "roles" in r]
     return records[-1]["roles"] if records else None
 
 
@@ -41,9 +41,10 @@ def wait_for(predicate, timeout: float, what: str):
 
 
 def start_run(run_dir: Path, *extra: str) -> subprocess.Popen:
-    cmd = [sys.executable, str(REPO / "run.py"), "--preset", "cartpole", "--run-dir", str(run_dir), *extra]
+    cmd = [sys.executable, str(REPO / "run.py"), "--preset", "cartpole", "--run-dir", str(run_dir)]
     for item in SMALL:
         cmd += ["--set", item]
+    cmd += extra  # after SMALL, so that its --set items win
     return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=REPO)
 
 
@@ -137,3 +138,33 @@ def test_resume_errors_are_one_line_with_exit_code_2(tmp_path):
     assert broken.returncode == 2 and "truncated or corrupt" in broken.stderr
     clash = run("--resume", str(tmp_path), "--preset", "cartpole")
     assert clash.returncode == 2 and "--resume takes the run's own config" in clash.stderr
+
+
+@pytest.mark.timeout(420)
+def test_kill_9_of_each_role_kind_once_and_the_run_still_finishes(tmp_path, no_leftovers):
+    """SIGKILL replay, trainer, evaluator, a reanalyzer, a refresher and an actor, one after the other: each is
+    restarted (and counted in the metrics and the summary), and the run trains to its limit."""
+    agent = start_run(tmp_path, "--set", "roles.refreshers=1", "--set", "run.checkpoint_interval_steps=5",
+                      "--max-train-steps", "400")
+    victims = ["replay", "trainer", "evaluator", "reanalyzer0", "refresher0", "actor0"]
+    try:
+        wait_for(lambda: (r := agent_rows(tmp_path)) and r["trainer"]["train_steps"] > 5, 150, "training")
+        for name in victims:
+            rows = agent_rows(tmp_path)
+            pid = int(rows[name]["pid"])
+            steps = rows["trainer"]["train_steps"]
+            psutil.Process(pid).kill()
+            wait_for(lambda n=name, p=pid: (r := agent_rows(tmp_path)) and r[n]["restarts"] >= 1
+                     and int(r[n]["pid"]) not in (0, p), 90, f"{name} to be restarted")
+            wait_for(lambda s=steps: (r := agent_rows(tmp_path)) and r["trainer"]["train_steps"] > s + 2, 120,
+                     f"training to go on after killing {name}")
+        output, _ = agent.communicate(timeout=300)
+    finally:
+        if agent.poll() is None:
+            agent.kill()
+            agent.communicate()
+    assert agent.returncode == 0, output[-3000:]
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert summary["train_steps"] == 400
+    assert summary["restarts"] == dict.fromkeys(victims, 1), summary["restarts"]
+    assert "restarts " in output  # the progress line shows them
