@@ -39,6 +39,7 @@ from speedy.metrics import MetricsWriter
 from speedy.reanalyze import compute_targets, sample_windows
 from speedy.replay import ReplayBuffer
 from speedy.replay.frames import FrameSource
+from speedy.runinfo import Milestones, host_summary, milestone_interval
 from speedy.search import ModelSearch
 from speedy.selfplay import SelfPlay, random_policy
 from speedy.shm.frames import FrameStore
@@ -92,8 +93,11 @@ def run_inline(config: Config, run_dir: Path, log: bool = True) -> RunSummary:
     eval_search = ModelSearch(actor_model, search_config(config, spec, config.eval.num_simulations), device)
     settings = reanalyze_settings(config, spec)
     metrics = {name: MetricsWriter(run_dir, name) for name in ("selfplay", "train", "eval")}
+    metrics["agent"] = MetricsWriter(run_dir, "agent", tensorboard=False)
+    metrics["agent"].write(0, {"event": "start", "host": host_summary(), "config": asdict(config)})
 
     start = time.time()
+    milestones = Milestones(metrics["agent"], start, milestone_interval(config.run.max_env_steps))
     env_steps = train_steps = 0
     last_log = start
     evals: list[EvalResult] = []
@@ -138,6 +142,7 @@ def run_inline(config: Config, run_dir: Path, log: bool = True) -> RunSummary:
                 for block in blocks:
                     replay.add(block)
                 env_steps += stats.env_steps
+                milestones.update(env_steps, train_steps)
                 recent_returns = (recent_returns + stats.episode_returns)[-20:]
                 for ret, length in zip(stats.episode_returns, stats.episode_lengths, strict=True):
                     metrics["selfplay"].write(env_steps, {"episode_return": ret, "episode_length": length,

@@ -11,17 +11,7 @@ import platform
 
 import numpy as np
 
-
-def _cpu_model() -> str:
-    """CPU model name from /proc/cpuinfo (falls back to what `platform` knows)."""
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
+from speedy.runinfo import cpu_model
 
 
 def _read_text(path: str) -> str:
@@ -58,7 +48,7 @@ def host_info() -> dict:
     import numba
 
     return {
-        "cpu": _cpu_model(),
+        "cpu": cpu_model(),
         "caches": _caches(),
         "logical_cpus": os.cpu_count(),
         "load_average": [round(x, 2) for x in os.getloadavg()],

@@ -40,6 +40,7 @@ from speedy.roles.board import Board
 from speedy.roles.context import LATEST_WEIGHTS, TARGET_WEIGHTS, RolePlan, RoleSpec
 from speedy.roles.process import role_main
 from speedy.roles.resume import ResumeState, load_resume, restore_shared_state, resume_plan, save_frames
+from speedy.runinfo import Milestones, host_summary, milestone_interval
 from speedy.shm.frames import FrameStore
 from speedy.shm.mux import create_mux
 from speedy.shm.ring import Ring
@@ -270,8 +271,11 @@ def run_single_box(config: Config, run_dir: Path, log: bool = True, resume: bool
     if restored is not None:
         restore_shared_state(restored, run_dir, stores, board, config.replay.start_env_steps)
     metrics = MetricsWriter(run_dir, "agent", tensorboard=False)
-    metrics.write(0, {"event": "start", "cores": usable_cores(), "plan": asdict(plan), "config": asdict(config)})
+    metrics.write(0, {"event": "start", "cores": usable_cores(), "plan": asdict(plan), "config": asdict(config),
+                      "host": host_summary()})
     start = time.time()
+    milestones = Milestones(metrics, start, milestone_interval(config.run.max_env_steps),
+                            int(board.column("env_steps", "actor").sum()))
     board.set_control("start_time", start)
     supervisor = Supervisor(config, plan, run_id, run_dir)
     previous_term = signal.getsignal(signal.SIGTERM)
@@ -295,6 +299,7 @@ def run_single_box(config: Config, run_dir: Path, log: bool = True, resume: bool
         while True:
             time.sleep(0.1)
             rings.sample()
+            milestones.update(int(board.column("env_steps", "actor").sum()), int(board.get("trainer", "train_steps")))
             if supervisor.check(board, say) == "trained":
                 reason = "trained"
                 final_evaluation(board, supervisor, say)
