@@ -8,12 +8,13 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import sys
 from collections.abc import Callable
 from typing import Any, TypeVar
 
 import numpy as np
 
-from speedy.shm.codec import Message
+from speedy.shm.codec import CodecError, Message
 from speedy.shm.mux import MuxReader
 from speedy.shm.ring import PeerDiedError, RingClosedError, RingReader, RingTimeoutError, RingWriter
 
@@ -43,11 +44,19 @@ def encode_message(obj: Any) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
     return fields, arrays
 
 
+class MessageSchemaError(ValueError):
+    """A well-formed record that is not the message its reader expects (names the class and what is wrong)."""
+
+
 def decode_message(cls: type[T], msg: Message) -> T:
-    """Build `cls` from a message (arrays are copied, so the ring slot can be released at once)."""
+    """Build `cls` from a message (arrays are copied, so the ring slot can be released at once).
+    Raises MessageSchemaError for a message of another type or one that lacks a field."""
     kind = msg.fields.get("type")
     if kind != cls.__name__:
-        raise TypeError(f"expected a {cls.__name__} message, got {kind!r}")
+        raise MessageSchemaError(f"expected a {cls.__name__} message, got {kind!r}")
+    missing = [f.name for f in dataclasses.fields(cls) if f.name not in msg.arrays and f.name not in msg.fields]
+    if missing:
+        raise MessageSchemaError(f"{cls.__name__} message lacks {missing}")
     values = {f.name: (np.array(msg.arrays[f.name]) if f.name in msg.arrays else msg.fields[f.name])
               for f in dataclasses.fields(cls)}
     return cls(**values)
@@ -85,12 +94,15 @@ class Outbox:
 
 
 class Inbox:
-    """Receives dataclass messages from a ring reader or a many-to-one mux, shared by several coroutines."""
+    """Receives dataclass messages from a ring reader or a many-to-one mux, shared by several coroutines.
+    A malformed record or a message of the wrong schema is dropped with one line on stderr and counted in
+    `dropped`; the stream goes on."""
 
     def __init__(self, reader: RingReader | MuxReader, stopping: Callable[[], bool]) -> None:
         self.reader = reader
         self.stopping = stopping
         self.lock = asyncio.Lock()
+        self.dropped = 0
 
     async def receive(self, cls: type[T]) -> T | None:
         """The next message as `cls`, or None once the run is stopping."""
@@ -103,9 +115,19 @@ class Inbox:
                 except (RingClosedError, PeerDiedError):
                     await asyncio.sleep(POLL_S)
                     continue
+                except CodecError as err:
+                    self._drop(cls, err)
+                    continue
                 msg = got[1] if isinstance(got, tuple) else got
-                return decode_message(cls, msg)
+                try:
+                    return decode_message(cls, msg)
+                except MessageSchemaError as err:
+                    self._drop(cls, err)
         return None
+
+    def _drop(self, cls: type, err: Exception) -> None:
+        self.dropped += 1
+        print(f"[inbox] dropped a malformed message (expected {cls.__name__}): {err}", file=sys.stderr, flush=True)
 
     def close(self) -> None:
         self.reader.close()
