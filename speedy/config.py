@@ -189,9 +189,15 @@ class ActorConfig:
 
 @dataclass
 class ReanalyzeConfig:
-    weight_update_interval: int = 25  # training steps between weight pulls
+    # Weights of the policy re-search: "target" = the target model (EfficientZero: refreshed every
+    # train.target_update_interval steps, the model the value targets bootstrap from too); "latest" = recent
+    # weights, pulled every weight_update_interval training steps.
+    search_weights: str = "target"
+    weight_update_interval: int = 25  # training steps between weight pulls (search_weights = "latest")
 
     def validate(self) -> None:
+        _check(self.search_weights in ("target", "latest"), "reanalyze.search_weights", self.search_weights,
+               "'target' or 'latest'")
         _check(self.weight_update_interval >= 1, "reanalyze.weight_update_interval", self.weight_update_interval,
                ">= 1")
 

@@ -158,10 +158,13 @@ def run_inline(config: Config, run_dir: Path, log: bool = True) -> RunSummary:
                 train_steps += 1
                 if train_steps % config.actor.weight_update_interval == 0:
                     _sync(actor_model, model)
-                if train_steps % config.reanalyze.weight_update_interval == 0:
+                search_latest = config.reanalyze.search_weights == "latest"
+                if search_latest and train_steps % config.reanalyze.weight_update_interval == 0:
                     _sync(reanalyze_model, model)
                 if train_steps % config.train.target_update_interval == 0:
                     _sync(target_model, model)
+                    if not search_latest:
+                        _sync(reanalyze_model, model)
                 if train_steps % 10 == 0 or train_steps in (1, total_train):
                     metrics["train"].write(train_steps, {k: v for k, v in asdict(stats_t).items()
                                                          if k != "priorities"} | {"env_steps": env_steps})

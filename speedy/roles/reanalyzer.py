@@ -1,8 +1,9 @@
 """Reanalyzer: sample windows from replay → value, value-prefix and re-searched policy targets → trainer.
 
 `roles.batches_in_flight` batches are worked on at once, each in its own worker thread, so one batch's tree work
-overlaps another's inference. Recent weights every `reanalyze.weight_update_interval` training steps; the target
-model follows the trainer's target slot.
+overlaps another's inference. The target model follows the trainer's target slot; the policy search uses it too
+(`reanalyze.search_weights = "target"`, EfficientZero) or recent weights every `reanalyze.weight_update_interval`
+training steps ("latest").
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ import torch
 
 from speedy.components import reanalyze_settings, search_config
 from speedy.reanalyze import SampleWindows, compute_targets
-from speedy.roles.context import TARGET_WEIGHTS, Periodic, RoleContext
+from speedy.roles.context import LATEST_WEIGHTS, TARGET_WEIGHTS, Periodic, RoleContext
 from speedy.roles.messages import Inbox, Outbox
 from speedy.search import ModelSearch
 from speedy.shm.frames import FrameEvictedError
@@ -62,13 +63,16 @@ async def run_reanalyzer(ctx: RoleContext) -> None:
     target_models = [ctx.new_model() for _ in range(in_flight)]
     timed_targets = [TimedInference(m) for m in target_models]
     searches = [ModelSearch(m, search_config(config, ctx.task), ctx.device) for m in models]
-    versions = [await ctx.wait_for_weights(m) for m in models]
+    search_slot = TARGET_WEIGHTS if config.reanalyze.search_weights == "target" else LATEST_WEIGHTS
+    versions = [await ctx.wait_for_weights(m, search_slot) for m in models]
     target_versions = [await ctx.wait_for_weights(m, TARGET_WEIGHTS) for m in target_models]
     use_search = config.train.reanalyze_ratio > 0
 
     def refresh_weights(k: int) -> None:
-        if ctx.train_steps() >= versions[k] + config.reanalyze.weight_update_interval:
-            versions[k] = max(versions[k], ctx.pull_weights(models[k]))
+        due = (ctx.weights_version(TARGET_WEIGHTS) > versions[k] if search_slot == TARGET_WEIGHTS
+               else ctx.train_steps() >= versions[k] + config.reanalyze.weight_update_interval)
+        if due:
+            versions[k] = max(versions[k], ctx.pull_weights(models[k], search_slot))
             ctx.row.set("weights_version", versions[k])
         if ctx.weights_version(TARGET_WEIGHTS) > target_versions[k]:
             target_versions[k] = ctx.pull_weights(target_models[k], TARGET_WEIGHTS)

@@ -23,6 +23,7 @@ def test_defaults_are_efficientzero():
     cfg = build_config()
     assert (cfg.train.batch_size, cfg.train.lr, cfg.mcts.num_simulations, cfg.replay.alpha) == (256, 0.2, 50, 0.6)
     assert (cfg.train.value_loss_weight, cfg.train.consistency_loss_weight) == (0.25, 2.0)
+    assert cfg.reanalyze.search_weights == "target"  # EfficientZero re-searches policies with the target model
 
 
 def test_unknown_key_suggests_nearest():
