@@ -32,8 +32,7 @@ STAGE_LABELS = {
 # counter → (throughput name, unit) per role kind
 THROUGHPUT = {
     "actor": ("env_steps", "env steps/s"), "reanalyzer": ("items", "batches/s"), "trainer": ("train_steps",
-    "train steps/s"), "refresher": ("items", "positions refreshed/s"), "replay": ("blocks_added", "blocks/s"),
-    "evaluator": ("evals", "evaluations/s"),
+    "train steps/s"), "refresher": ("items", "positions refreshed/s"), "evaluator": ("evals", "evaluations/s"),
 }
 
 
@@ -120,14 +119,31 @@ def load_records(run_dir: str | Path) -> dict[str, list[dict[str, Any]]]:
     return records
 
 
+def board_rows(records: dict[str, list[dict[str, Any]]]) -> dict[str, list[dict[str, Any]]]:
+    """Each process's board row over time: from the node agent's snapshots of the whole board (one time base, every
+    process, also those that rarely write), else from the processes' own files (`step` = the trainer's steps)."""
+    series: dict[str, list[dict[str, Any]]] = {}
+    for record in records.get("agent", []):
+        for name, row in record.get("roles", {}).items():
+            if name != "agent" and "other" in row:
+                series.setdefault(name, []).append({"time": record["time"], "step": record["step"], **row})
+    return series or {name: rows for name, rows in records.items() if name != "agent"}
+
+
 def run_start(records: dict[str, list[dict[str, Any]]]) -> float:
     """Unix time of the run's first record."""
     return min((rows[0]["time"] for rows in records.values() if rows), default=0.0)
 
 
-def training_start(records: dict[str, list[dict[str, Any]]]) -> float | None:
-    """Unix time of the trainer's first reading after a training step (None: it has not trained yet)."""
-    return next((r["time"] for r in records.get("trainer", []) if r["step"] >= 1), None)
+def training_span(records: dict[str, list[dict[str, Any]]]) -> tuple[float | None, float | None]:
+    """Unix times of the trainer's first reading after a training step and of its reading at the last step it
+    reached (None, None: it has not trained yet)."""
+    rows = records.get("trainer", [])
+    first = next((r for r in rows if r["step"] >= 1), None)
+    if first is None:
+        return None, None
+    last = next(r for r in rows if r["step"] == rows[-1]["step"])
+    return first["time"], last["time"] if last is not first else None
 
 
 def _pair(rows: Sequence[dict[str, Any]], start: float, end: float) -> tuple[dict, dict] | None:
@@ -254,7 +270,8 @@ def rate_trend(rows: Sequence[dict[str, Any]], key: str, t0: float, start: float
         pair = _pair(rows, lo, hi)
         if pair is not None:
             first, last = pair
-            trend.append(((lo + hi) / 2 - t0, (last[key] - first[key]) / max(last["time"] - first["time"], 1e-9)))
+            dt = max(last["time"] - first["time"], 1e-9)
+            trend.append(((lo + hi) / 2 - t0, (last.get(key, 0) - first.get(key, 0)) / dt))
     return trend
 
 
@@ -263,16 +280,19 @@ def rate_trend(rows: Sequence[dict[str, Any]], key: str, t0: float, start: float
 
 def analyze(run_dir: str | Path, window: tuple[float | None, float | None] = (None, None),
             records: dict[str, list[dict[str, Any]]] | None = None) -> PipelineProfile:
-    """Profile the run in `run_dir` over `window` (seconds since its first record; None = from the first training
-    step, so start-up and the random-play warm-up do not hide the steady state / to the last reading)."""
+    """Profile the run in `run_dir` over `window` (seconds since its first record). By default (None) it spans the
+    training steps: from the first to the last step reached, so start-up, the random-play warm-up and the final
+    evaluation do not hide the steady state (a running run: to its newest reading)."""
     records = load_records(run_dir) if records is None else records
     t0 = run_start(records)
     last_time = max((rows[-1]["time"] for rows in records.values() if rows), default=t0)
-    start = t0 + window[0] if window[0] is not None else (training_start(records) or t0)
-    end = t0 + window[1] if window[1] is not None else last_time
+    rows = board_rows(records)
+    first_step, last_step = training_span(rows)
+    start = t0 + window[0] if window[0] is not None else (first_step or t0)
+    end = t0 + window[1] if window[1] is not None else (last_step or last_time)
     config = _config(run_dir, records.get("agent", []))
-    processes = [p for name, rows in records.items() if name != "agent"
-                 if (p := process_profile(name, rows, start, end)) is not None]
+    processes = [p for name, series in sorted(rows.items())
+                 if (p := process_profile(name, series, start, end)) is not None]
     by_kind: dict[str, list[ProcessProfile]] = {}
     for p in processes:
         by_kind.setdefault(p.kind, []).append(p)
@@ -280,7 +300,7 @@ def analyze(run_dir: str | Path, window: tuple[float | None, float | None] = (No
     kinds = {k: kind_profile(k, ps, batch) for k, ps in by_kind.items()}
     agent = records.get("agent", [])
     cores = next((int(r["cores"]) for r in reversed(agent) if "cores" in r), os.cpu_count() or 1)
-    trend = rate_trend(records.get("trainer", []), "train_steps", t0, start, end)
+    trend = rate_trend(rows.get("trainer", []), "train_steps", t0, start, end)
     return PipelineProfile(
         run_dir=str(run_dir), window=(start - t0, end - t0), cores=cores,
         cores_busy=sum(p.cores for p in processes), processes=processes, kinds=kinds,
@@ -454,7 +474,8 @@ def format_report(profile: PipelineProfile, per_process: bool = False) -> str:
     for k in kinds:
         rates = ", ".join(f"{v:.1f} {unit}" for unit, v in k.throughput.items())
         stale = f", weights {k.staleness:.1f} steps behind" if k.staleness is not None else ""
-        lines.append(f"{k.kind:<11} ×{k.instances}: {rates}{stale}")
+        if rates or stale:
+            lines.append(f"{k.kind:<11} ×{k.instances}: {rates}{stale}")
     if profile.rings:
         lines.append("rings (fill mean/max): " + ", ".join(f"{r.name} {_pct(r.mean)}/{_pct(r.max)}"
                                                             for r in profile.rings))

@@ -95,7 +95,7 @@ def live(args: argparse.Namespace) -> None:
         first = min((rows[0]["time"] for rows in records.values() if rows), default=newest)
         if records:
             print(f"\n--- {time.strftime('%H:%M:%S')} ---", flush=True)
-            show(args, (max(0.0, newest - first - args.last), None))
+            show(args, (max(0.0, newest - first - args.last), newest - first))
         quiet = quiet + 1 if time.time() - newest > 3 * args.every else 0
         time.sleep(args.every)
 

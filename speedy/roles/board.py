@@ -100,7 +100,9 @@ class RoleRow:
         return float(self.values[_FIELD_INDEX[field]])
 
     def beat(self) -> None:
+        """Heartbeat (unix s) and CPU seconds, so readers of the board see fresh CPU use."""
         self.values[_FIELD_INDEX["heartbeat"]] = time.time()
+        self.values[_FIELD_INDEX["cpu"]] = self._cpu_base + time.process_time()
 
     @contextlib.contextmanager
     def timed(self, stage: str) -> Iterator[Span]:
