@@ -62,6 +62,8 @@ class Augmentation:
         if unknown:
             raise ValueError(f"unknown augmentation {sorted(unknown)}; known: {', '.join(KINDS)}")
         self.kinds, self.pad, self.intensity_scale = kinds, pad, intensity_scale
+        if device.type == "cuda" and device.index is None:
+            device = torch.device("cuda", torch.cuda.current_device())  # the generator names the exact device
         self.generator = torch.Generator(device=device)
         self.generator.manual_seed(seed)
 
