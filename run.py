@@ -4,6 +4,7 @@
     python run.py --preset cartpole --inline
     python run.py --preset atari100k --set env.id=atari:Pong --set train.batch_size=128
     python run.py --resume runs/<run>     # continue a stopped run (its config, checkpoint, replay and frames)
+    python run.py --evaluate runs/<run> [--episodes 32] [--record game.gif]   # Atari evaluation protocol
     python run.py --cleanup               # remove shared memory left by runs that were killed
 """
 
@@ -31,6 +32,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--seed", type=int, help="random seed")
     parser.add_argument("--resume", metavar="RUN_DIR",
                         help="continue the stopped run in RUN_DIR (its config; --set/--max-* may extend it)")
+    parser.add_argument("--evaluate", metavar="CHECKPOINT_OR_RUN_DIR",
+                        help="play a trained Atari agent on the evaluation protocol and print raw scores and HNS")
+    parser.add_argument("--episodes", type=int, default=32, help="--evaluate: games to play (default 32)")
+    parser.add_argument("--record", metavar="OUT.gif", help="--evaluate: write the first game as an animated GIF")
     parser.add_argument("--cleanup", action="store_true", help="remove stale shared memory segments and exit")
     parser.add_argument("--print-config", action="store_true", help="print the resolved config as JSON and exit")
     return parser.parse_args(argv)
@@ -46,6 +51,10 @@ def main(argv: list[str] | None = None) -> int:
         removed = cleanup_stale()
         print(f"removed {len(removed)} stale shared-memory segment(s)" + "".join(f"\n  {r}" for r in removed))
         return 0
+    if args.evaluate:
+        from speedy.evaluate_checkpoint import evaluate_main
+
+        return evaluate_main(args.evaluate, args.episodes, args.seed, args.record)
     overrides = list(args.overrides)
     for flag, key in (("max_env_steps", "run.max_env_steps"), ("max_train_steps", "run.max_train_steps"),
                       ("seed", "run.seed")):

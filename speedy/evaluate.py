@@ -6,6 +6,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from speedy.config import Config
+from speedy.envs import make_vector_env
 from speedy.envs.scores import human_normalized_score
 from speedy.envs.types import VectorEnv
 from speedy.mcts import greedy_actions
@@ -25,12 +27,27 @@ class EvalResult:
     human_normalized: float | None  # mean HNS for Atari games with reference scores
 
 
-def evaluate(env: VectorEnv, search: ModelSearch, episodes: int, seed: int) -> EvalResult:
+def make_eval_env(config: Config, episodes: int, seed: int | None = None) -> VectorEnv:
+    """The evaluation protocol's environments: min(episodes, 8) games in parallel, raw score, no episodic life,
+    `env.max_frames_eval` raw frames per game (108k in the protocol), the run's sticky-action setting."""
+    return make_vector_env(config.env.id, min(episodes, 8), seed=config.run.seed + 10_000 if seed is None else seed,
+                           mode="eval", sticky_action_prob=config.env.sticky_action_prob,
+                           frame_size=config.env.frame_size, max_frames_eval=config.env.max_frames_eval)
+
+
+def evaluate(env: VectorEnv, search: ModelSearch, episodes: int, seed: int,
+             record: list[np.ndarray] | None = None, record_max_steps: int = 5_000) -> EvalResult:
     """Play `episodes` complete games with N = env.num_envs games in parallel (envs stop being counted once the
-    requested number of games has started, so the result is not biased towards short games)."""
+    requested number of games has started, so the result is not biased towards short games). Each action is the
+    argmax of the visit counts of a search without root noise. With `record`, env 0's frames (C, H, W) of its
+    first game are appended to it (the first `record_max_steps` + 1 of them)."""
     spec = env.spec
     stacker = FrameStacker(env.num_envs, spec.frame_stack, spec.frame_shape, spec.frame_dtype)
-    stacker.reset(env.reset(seed).frames)
+    first = env.reset(seed).frames
+    stacker.reset(first)
+    recording = record is not None
+    if recording:
+        record.append(first[0].copy())
     search.model.eval()
     counted = np.ones(env.num_envs, dtype=bool)  # this env's current game is one of the requested ones
     counted[episodes:] = False
@@ -43,6 +60,9 @@ def evaluate(env: VectorEnv, search: ModelSearch, episodes: int, seed: int) -> E
         result = env.step(greedy_actions(out.visit_counts))
         step += 1
         over = result.game_over
+        recording = recording and not over[0] and step <= record_max_steps
+        if recording:
+            record.append(result.frames[0].copy())
         for i in np.flatnonzero(over):
             if counted[i]:
                 returns.append(float(result.episode_returns[i]))

@@ -10,17 +10,14 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict
 
 from speedy.components import search_config
-from speedy.envs import make_vector_env
-from speedy.evaluate import evaluate
+from speedy.evaluate import evaluate, make_eval_env
 from speedy.roles.context import RoleContext
 from speedy.search import ModelSearch
 
 
 async def run_evaluator(ctx: RoleContext) -> None:
     config = ctx.config
-    env = make_vector_env(config.env.id, min(config.eval.episodes, 8), seed=config.run.seed + 10_000, mode="eval",
-                          sticky_action_prob=config.env.sticky_action_prob, frame_size=config.env.frame_size,
-                          max_frames_eval=config.env.max_frames_eval)
+    env = make_eval_env(config, config.eval.episodes)
     model = ctx.new_model()
     search = ModelSearch(model, search_config(config, ctx.task, config.eval.num_simulations), ctx.device)
     executor = ThreadPoolExecutor(1, thread_name_prefix="eval")
