@@ -41,9 +41,38 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
+def cluster_node(config_path: str) -> int | None:
+    """Under torchrun: check cluster.toml's [cluster] against the torchrun world before anything starts.
+    Returns an exit code when this process must stop, None in single-box mode."""
+    from speedy.cluster.bootstrap import torchrun_world
+    from speedy.cluster.nodes import ClusterError, parse_cluster
+    from speedy.config import ConfigError, read_run_file
+
+    try:
+        world = torchrun_world()
+        if world is None:
+            return None
+        table = read_run_file(config_path).get("cluster")
+        if table is None:
+            raise ClusterError(f"{config_path} has no [cluster] table: a torchrun launch needs the node map")
+        spec = parse_cluster(table, world.world_size, config_path)
+    except (ClusterError, ConfigError) as err:
+        print(f"cluster error: {err}", file=sys.stderr)
+        return 2
+    node = spec.node(world.rank)
+    print(f"error: node {world.rank} ({node.kind}) of a valid {world.world_size}-node cluster, but roles do not run "
+          f"across nodes yet: the node map and the RPC bridge (speedy/cluster) are in place, the node agents that "
+          f"use them are not. Run single-box: python run.py", file=sys.stderr)
+    return 2
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     from speedy.config import ConfigError, build_config, resumed_config
+
+    code = cluster_node(args.config)
+    if code is not None:
+        return code
 
     if args.cleanup:
         from speedy.shm.segment import cleanup_stale

@@ -225,6 +225,7 @@ class RolesConfig:
     batches_in_flight: int = 2  # batches each reanalyzer works on at once
     refresh_chunk: int = 1024  # positions per refresh request
     max_restarts: int = 3  # restarts of one role before the run stops
+    trainer_threads: int = 0  # torch threads of the trainer; 0 = auto (the cores the other roles leave; 2 on a GPU)
     slow_reanalyzer_s: float = 0.0  # testing/profiling aid: extra seconds per batch in reanalyzer 0
     slow_actor_env_s: float = 0.0  # testing/profiling aid: extra seconds per env step of actor 0's env groups
     slow_trainer_s: float = 0.0  # testing/profiling aid: extra seconds per training step
@@ -237,6 +238,7 @@ class RolesConfig:
         _check(self.batches_in_flight >= 1, "roles.batches_in_flight", self.batches_in_flight, ">= 1")
         _check(self.refresh_chunk >= 1, "roles.refresh_chunk", self.refresh_chunk, ">= 1")
         _check(self.max_restarts >= 0, "roles.max_restarts", self.max_restarts, ">= 0")
+        _check(self.trainer_threads >= 0, "roles.trainer_threads", self.trainer_threads, ">= 0 (0 = auto)")
         for key in ("slow_reanalyzer_s", "slow_actor_env_s", "slow_trainer_s"):
             _check(getattr(self, key) >= 0, f"roles.{key}", getattr(self, key), ">= 0")
 
@@ -297,6 +299,14 @@ def _check(ok: bool, key: str, value: Any, allowed: str) -> None:
 
 def available_presets() -> list[str]:
     return sorted(p.stem for p in PRESET_DIR.glob("*.toml"))
+
+
+def read_run_file(path: str | Path) -> dict[str, Any]:
+    """A run file (cluster.toml) as a dict; ConfigError if it is missing or not valid TOML."""
+    path = Path(path)
+    if not path.exists():
+        raise ConfigError(f"run file {path} does not exist")
+    return _read_toml(path)
 
 
 def _read_toml(path: Path) -> dict[str, Any]:
