@@ -76,6 +76,16 @@ class RingProfile:
 
 
 @dataclass
+class Interference:
+    """How the trainer's rate changes while another role kind works (CPU it takes from training on a small box)."""
+
+    kind: str
+    busy_fraction: float  # fraction of the window's intervals in which it worked at least half the time
+    rate_while_busy: float  # trainer steps/s in those intervals
+    rate_otherwise: float  # trainer steps/s in the intervals in which it worked less than a fifth of the time
+
+
+@dataclass
 class Diagnosis:
     bottleneck: str  # the role kind that limits training, or "none" when balanced
     stage: str  # its dominant stage
@@ -90,10 +100,12 @@ class PipelineProfile:
     window: tuple[float, float]  # seconds since the run's first record
     cores: int  # cores the run could use
     cores_busy: float  # CPU seconds per wall second, all processes
+    host_load: float | None  # the host's mean 1-minute load average (runnable threads, this run's and others')
     processes: list[ProcessProfile]
     kinds: dict[str, KindProfile]
     rings: list[RingProfile]
     train_rate_trend: list[tuple[float, float]]  # (seconds since start, trainer steps/s) per tenth of the window
+    interference: list[Interference]  # kinds whose work slows training by ≥ 20 %, worst first
     diagnosis: Diagnosis
 
     def to_json(self) -> dict[str, Any]:
@@ -261,6 +273,37 @@ def ring_profiles(agent_rows: Sequence[dict[str, Any]], t0: float, start: float,
                         [(t, m) for t, m, _ in pts]) for name, pts in sorted(series.items())]
 
 
+def _interval_work(rows: Sequence[dict[str, Any]], lo: float, hi: float) -> float | None:
+    """Work share of one process between two readings at unix times lo and hi (None: no readings there)."""
+    a = next((r for r in rows if r["time"] == lo), None)
+    b = next((r for r in rows if r["time"] == hi), None)
+    if a is None or b is None:
+        return None
+    total = sum(b.get(s, 0) - a.get(s, 0) for s in STAGES)
+    return sum(b.get(s, 0) - a.get(s, 0) for s in WORK_STAGES) / total if total > 0 else None
+
+
+def interference(rows: dict[str, list[dict[str, Any]]], start: float, end: float) -> list[Interference]:
+    """Per role kind: the trainer's rate in the intervals between board snapshots where the kind mostly works,
+    against those where it mostly does not; kinds that cut it by ≥ 20 %, worst first."""
+    trainer = [r for r in rows.get("trainer", []) if start <= r["time"] <= end]
+    found = []
+    for kind in sorted({role_kind(n) for n in rows} - {"trainer"}):
+        busy, idle = [], []
+        for a, b in zip(trainer[:-1], trainer[1:], strict=True):
+            shares = [w for name, series in rows.items() if role_kind(name) == kind
+                      if (w := _interval_work(series, a["time"], b["time"])) is not None]
+            if not shares:
+                continue
+            rate = (b["train_steps"] - a["train_steps"]) / max(b["time"] - a["time"], 1e-9)
+            work = sum(shares) / len(shares)
+            (busy if work >= 0.5 else idle if work < 0.2 else []).append(rate)
+        if busy and idle and sum(busy) / len(busy) < 0.8 * sum(idle) / len(idle):
+            found.append(Interference(kind, len(busy) / (len(busy) + len(idle)), sum(busy) / len(busy),
+                                      sum(idle) / len(idle)))
+    return sorted(found, key=lambda i: i.rate_while_busy / max(i.rate_otherwise, 1e-9))
+
+
 def rate_trend(rows: Sequence[dict[str, Any]], key: str, t0: float, start: float, end: float,
                bins: int = 10) -> list[tuple[float, float]]:
     """`key` per second in each of `bins` equal parts of [start, end] (unix s); times relative to t0."""
@@ -300,12 +343,47 @@ def analyze(run_dir: str | Path, window: tuple[float | None, float | None] = (No
     kinds = {k: kind_profile(k, ps, batch) for k, ps in by_kind.items()}
     agent = records.get("agent", [])
     cores = next((int(r["cores"]) for r in reversed(agent) if "cores" in r), os.cpu_count() or 1)
+    loads = [r["load"] for r in agent if "load" in r and start <= r["time"] <= end]
+    busy = sum(p.cores for p in processes)
+    diagnosis = diagnose(kinds, cores, busy, config)
+    note = _contention_note([p for p in processes if p.kind == diagnosis.bottleneck], cores, loads)
+    diagnosis.evidence += note
+    found = interference(rows, start, end)
+    if diagnosis.bottleneck == "trainer" and found:
+        diagnosis.advice = _interference_advice(found[0], diagnosis)
     trend = rate_trend(rows.get("trainer", []), "train_steps", t0, start, end)
     return PipelineProfile(
-        run_dir=str(run_dir), window=(start - t0, end - t0), cores=cores,
-        cores_busy=sum(p.cores for p in processes), processes=processes, kinds=kinds,
+        run_dir=str(run_dir), window=(start - t0, end - t0), cores=cores, cores_busy=busy,
+        host_load=sum(loads) / len(loads) if loads else None, processes=processes, kinds=kinds,
         rings=ring_profiles(agent, t0, start, end), train_rate_trend=trend,
-        diagnosis=diagnose(kinds, cores, sum(p.cores for p in processes), config))
+        interference=found, diagnosis=diagnosis)
+
+
+def _contention_note(bottleneck: Sequence[ProcessProfile], cores: int, loads: Sequence[float]) -> str:
+    """Said when the limiting processes got much less CPU than their working time (one thread each) asks for, on a
+    host whose load exceeds its cores: other processes take the CPU they wait for."""
+    work = sum(p.work for p in bottleneck)
+    got = sum(p.cores for p in bottleneck)
+    load = sum(loads) / len(loads) if loads else 0.0
+    if not bottleneck or work <= 0 or got >= 0.6 * work or load <= cores:
+        return ""
+    return (f" — but while working {_pct(work / len(bottleneck))} it got only {got:.2f} cores: the host is "
+            f"oversubscribed (load {load:.1f} on {cores} cores), so its work runs {work / max(got, 1e-9):.1f}× "
+            f"slower than on an idle host")
+
+
+def _interference_advice(worst: Interference, diagnosis: Diagnosis) -> str:
+    """Advice for a trainer that shares its cores with another role: halve that role's work; predicted overall
+    rate = the rate with it working for half as much of the time."""
+    f = worst.busy_fraction
+    now = f * worst.rate_while_busy + (1 - f) * worst.rate_otherwise
+    halved = f / 2 * worst.rate_while_busy + (1 - f / 2) * worst.rate_otherwise
+    change = {"evaluator": "evaluate half as often (eval.interval ×2) or with half the episodes (eval.episodes)",
+              "actor": "collect with fewer actor envs or simulations",
+              }.get(worst.kind, f"give the {worst.kind} less work")
+    diagnosis.predicted["train_steps_per_s"] = halved
+    return (f"the {worst.kind} takes the trainer's CPU (training {worst.rate_while_busy:.1f} steps/s while it works, "
+            f"{worst.rate_otherwise:.1f} otherwise): {change} → ≈ {halved:.1f} steps/s instead of {now:.1f}")
 
 
 def _config(run_dir: str | Path, agent_rows: Sequence[dict[str, Any]]) -> dict[str, Any]:
@@ -466,8 +544,9 @@ def stage_table(processes: Sequence[ProcessProfile] | Sequence[KindProfile], lab
 def format_report(profile: PipelineProfile, per_process: bool = False) -> str:
     """The human-readable profile: kinds (or processes), throughput, rings, trend, bottleneck and advice."""
     lo, hi = profile.window
+    load = f", host load {profile.host_load:.1f}" if profile.host_load is not None else ""
     lines = [f"pipeline profile of {profile.run_dir}: {lo:.0f}–{hi:.0f} s, {profile.cores} cores, "
-             f"{profile.cores_busy:.2f} busy", ""]
+             f"{profile.cores_busy:.2f} busy in this run{load}", ""]
     kinds = sorted(profile.kinds.values(), key=lambda k: k.kind)
     lines.append(stage_table(profile.processes if per_process else kinds, "process" if per_process else "kind"))
     lines.append("")
@@ -481,6 +560,9 @@ def format_report(profile: PipelineProfile, per_process: bool = False) -> str:
                                                             for r in profile.rings))
     if profile.train_rate_trend:
         lines.append("train steps/s over the window: " + " ".join(f"{r:.1f}" for _, r in profile.train_rate_trend))
+    for i in profile.interference:
+        lines.append(f"training runs at {i.rate_while_busy:.1f} steps/s while the {i.kind} works "
+                     f"({_pct(i.busy_fraction)} of the time), {i.rate_otherwise:.1f} otherwise")
     d = profile.diagnosis
     lines.append("")
     lines.append(f"bottleneck: {d.bottleneck}" + (f" ({STAGE_LABELS.get(d.stage, d.stage)})" if d.stage else "")

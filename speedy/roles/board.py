@@ -9,6 +9,7 @@ of a row are exclusive and sum to the process's wall time (speedy/stages.py says
 from __future__ import annotations
 
 import contextlib
+import threading
 import time
 from collections.abc import Iterator
 
@@ -114,3 +115,22 @@ class RoleRow:
         """Stage seconds up to now and the CPU seconds, before the row is read or written out."""
         self.clock.flush()
         self.set("cpu", self._cpu_base + time.process_time())
+
+    def keep_fresh(self, interval_s: float = 0.25) -> None:
+        """Flush every `interval_s` seconds from a daemon thread, so that readers of the board (the node agent's
+        snapshots) see stage seconds that are current even while a lane sits in one long stage. `stop_fresh()`
+        before the board is closed."""
+        self._stop = threading.Event()
+
+        def run() -> None:
+            while not self._stop.wait(interval_s):
+                self.flush()
+
+        self._flusher = threading.Thread(target=run, name="board-flush", daemon=True)
+        self._flusher.start()
+
+    def stop_fresh(self) -> None:
+        if getattr(self, "_flusher", None) is not None:
+            self._stop.set()
+            self._flusher.join()
+            self._flusher = None

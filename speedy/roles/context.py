@@ -69,6 +69,7 @@ class RoleContext:
         self.device = resolve_device(self.config.train.device)
         self.board = Board.attach(spec.run_id)
         self.row: RoleRow = self.board.row(spec.name)
+        self.row.keep_fresh()
         self.metrics = MetricsWriter(Path(spec.run_dir), spec.name)
         self._slots: dict[str, WeightSlot] = {}
         self._buffers: dict[str, np.ndarray] = {}
@@ -151,6 +152,7 @@ class RoleContext:
         self.metrics.write(int(self.train_steps()), {**snapshot, **values})
 
     def close(self) -> None:
+        self.row.stop_fresh()
         self.metrics.close()
         for slot in self._slots.values():
             slot.close()

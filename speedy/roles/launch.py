@@ -37,6 +37,7 @@ from speedy.metrics import MetricsWriter
 from speedy.profile import RingMonitor, analyze, format_report
 from speedy.replay.buffer import replay_memory_bytes
 from speedy.roles.board import Board
+from speedy.roles.cluster_agent import HeadLink
 from speedy.roles.context import LATEST_WEIGHTS, TARGET_WEIGHTS, RolePlan, RoleSpec
 from speedy.roles.process import role_main
 from speedy.roles.resume import ResumeState, load_resume, restore_shared_state, resume_plan, save_frames
@@ -68,7 +69,7 @@ def plan_roles(config: Config, cores: int | None = None) -> RolePlan:
     reanalyzers = roles.reanalyzers or max(1, cores // 4)
     refreshers = 0 if roles.refreshers < 0 else (roles.refreshers or (1 if cores >= 4 else 0))
     busy = actors + reanalyzers + 1
-    trainer_threads = max(1, cores - busy + 1) if not torch.cuda.is_available() else 2
+    trainer_threads = roles.trainer_threads or (max(1, cores - busy + 1) if not torch.cuda.is_available() else 2)
     threads = {"actor": 1, "reanalyzer": 1, "refresher": 1, "replay": 1, "evaluator": 1, "trainer": trainer_threads}
     return RolePlan(actors=actors, reanalyzers=reanalyzers, refreshers=refreshers, threads=threads)
 
@@ -136,17 +137,20 @@ def create_shared_memory(config: Config, plan: RolePlan, run_id: str,
 class Supervisor:
     """Starts, watches and restarts the role processes of one node."""
 
-    def __init__(self, config: Config, plan: RolePlan, run_id: str, run_dir: Path) -> None:
+    def __init__(self, config: Config, plan: RolePlan, run_id: str, run_dir: Path,
+                 roles: list[tuple[str, int]] | None = None) -> None:
+        """`roles`: the (role, index) processes of this node; default every role of `plan` (a single box)."""
         self.config, self.plan, self.run_id, self.run_dir = config, plan, run_id, run_dir
         self.context = mp.get_context("spawn")
         self.processes: dict[str, mp.process.BaseProcess] = {}
         self.specs: dict[str, RoleSpec] = {}
         self.restarts: dict[str, int] = {}
         config_dict = asdict(config)
-        roles = [("replay", 0), ("trainer", 0), ("evaluator", 0)]
-        roles += [("reanalyzer", j) for j in range(plan.reanalyzers)]
-        roles += [("refresher", j) for j in range(plan.refreshers)]
-        roles += [("actor", i) for i in range(plan.actors)]
+        if roles is None:
+            roles = [("replay", 0), ("trainer", 0), ("evaluator", 0)]
+            roles += [("reanalyzer", j) for j in range(plan.reanalyzers)]
+            roles += [("refresher", j) for j in range(plan.refreshers)]
+            roles += [("actor", i) for i in range(plan.actors)]
         for role, index in roles:
             spec = RoleSpec(role, index, run_id, str(run_dir), config_dict, plan, plan.threads[role])
             self.specs[spec.name] = spec
@@ -248,11 +252,15 @@ def final_evaluation(board: Board, supervisor: Supervisor, say, timeout_s: float
         time.sleep(0.2)
 
 
-def run_single_box(config: Config, run_dir: Path, log: bool = True, resume: bool = False) -> RunSummary:
+def run_single_box(config: Config, run_dir: Path, log: bool = True, resume: bool = False,
+                   link: HeadLink | None = None) -> RunSummary:
     """Train with every role in its own process on this machine; returns the run summary. With `resume`, continue
-    the stopped run in `run_dir` (speedy/roles/resume.py; CheckpointError if it has no usable checkpoint)."""
+    the stopped run in `run_dir` (speedy/roles/resume.py; CheckpointError if it has no usable checkpoint). With
+    `link`, this is node 0 of a cluster whose other nodes run more reanalyzers (speedy/roles/cluster_agent.py)."""
     say = print if log else (lambda *a, **k: None)
     plan = plan_roles(config)
+    if link is not None:
+        plan = link.plan(plan)
     restored = load_resume(run_dir, asdict(config), say) if resume else None
     if restored is not None:
         plan = resume_plan(plan, restored)
@@ -277,7 +285,7 @@ def run_single_box(config: Config, run_dir: Path, log: bool = True, resume: bool
     milestones = Milestones(metrics, start, milestone_interval(config.run.max_env_steps),
                             int(board.column("env_steps", "actor").sum()))
     board.set_control("start_time", start)
-    supervisor = Supervisor(config, plan, run_id, run_dir)
+    supervisor = Supervisor(config, plan, run_id, run_dir, link.local_roles(plan) if link is not None else None)
     previous_term = signal.getsignal(signal.SIGTERM)
 
     def on_term(signum, frame):  # noqa: ANN001, ARG001
@@ -295,6 +303,8 @@ def run_single_box(config: Config, run_dir: Path, log: bool = True, resume: bool
     rings = RingMonitor([h for h in owned if isinstance(h, Ring)], run_id)
     next_log = start + config.run.log_interval_s
     try:
+        if link is not None:
+            link.start(run_id, owned, board)
         supervisor.start_all()
         while True:
             time.sleep(0.1)
@@ -311,7 +321,8 @@ def run_single_box(config: Config, run_dir: Path, log: bool = True, resume: bool
                 next_log += config.run.log_interval_s
                 say(progress.line(), flush=True)
                 metrics.write(int(board.get("trainer", "train_steps")),
-                              {"roles": board.snapshot(), "rings": rings.report(), "cores": usable_cores()})
+                              {"roles": board.snapshot(), "rings": rings.report(), "cores": usable_cores(),
+                               "load": os.getloadavg()[0]})
     except KeyboardInterrupt:
         reason = "interrupted"
         say("\n[agent] stopping (Ctrl-C / SIGTERM): final checkpoint, then shutting down", flush=True)
@@ -321,6 +332,8 @@ def run_single_box(config: Config, run_dir: Path, log: bool = True, resume: bool
         previous_int = signal.signal(signal.SIGINT, signal.SIG_IGN)
         signal.signal(signal.SIGTERM, signal.SIG_IGN)
         board.set_control("stop", 1)
+        if link is not None:
+            link.stop()  # tells the other nodes to stop
         supervisor.stop()
         save_frames(run_dir, stores)  # with the replay role's replay.npz and the trainer's checkpoint: --resume
         signal.signal(signal.SIGTERM, previous_term)

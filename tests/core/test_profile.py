@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from speedy.metrics import MetricsWriter
-from speedy.profile import KindProfile, analyze, diagnose, format_report
+from speedy.profile import KindProfile, analyze, diagnose, format_report, interference
 from speedy.stages import STAGES, StageClock
 
 PERIOD_S = 0.1
@@ -129,3 +129,17 @@ def test_balanced_pipeline():
     kinds = {"trainer": _kind("trainer", 1, 10.0, "train steps/s", busy_train=0.5, wait_input=0.05),
              "reanalyzer": _kind("reanalyzer", 1, 10.0, "batches/s", busy_tree=0.5, wait_output=0.1)}
     assert diagnose(kinds, cores=8, busy=2.0, config={}).bottleneck == "none"
+
+
+def test_interference_compares_the_training_rate_while_a_role_works_and_while_it_does_not():
+    trainer, evaluator, steps, work = [], [], 0, 0.0
+    for t in range(11):
+        trainer.append({"time": float(t), "train_steps": steps, "busy_train": float(t), "other": 0.0})
+        evaluator.append({"time": float(t), "busy_inference": work, "wait_input": t - work, "other": 0.0})
+        busy = t % 2 == 0  # the evaluator works through every other interval
+        steps += 2 if busy else 8
+        work += 1.0 if busy else 0.0
+    found = interference({"trainer": trainer, "evaluator": evaluator}, 0.0, 10.0)
+    assert len(found) == 1
+    (i,) = found
+    assert (i.kind, i.busy_fraction, i.rate_while_busy, i.rate_otherwise) == ("evaluator", 0.5, 2.0, 8.0)
