@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import textwrap
 import time
 from pathlib import Path
 
@@ -69,7 +70,8 @@ def write_png(profile: PipelineProfile, path: Path) -> None:
         rate.legend(fontsize=7, loc="upper right")
     timeline.legend(fontsize=7, loc="upper left")
     d = profile.diagnosis
-    fig.suptitle(f"bottleneck: {d.bottleneck} — {d.evidence}\n{d.advice}", fontsize=8)
+    title = textwrap.fill(f"bottleneck: {d.bottleneck} — {d.evidence}", 170) + "\n" + textwrap.fill(d.advice, 170)
+    fig.suptitle(title, fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
