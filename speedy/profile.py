@@ -351,6 +351,10 @@ def analyze(run_dir: str | Path, window: tuple[float | None, float | None] = (No
     found = interference(rows, start, end)
     if diagnosis.bottleneck == "trainer" and found:
         diagnosis.advice = _interference_advice(found[0], diagnosis)
+    elif diagnosis.bottleneck == "trainer":
+        plan = next((r["plan"] for r in agent if "plan" in r), {})
+        threads = plan.get("threads", {}).get("trainer")
+        diagnosis.advice = _trainer_advice(kinds["trainer"], bool(note), threads, cores, busy) or diagnosis.advice
     trend = rate_trend(rows.get("trainer", []), "train_steps", t0, start, end)
     return PipelineProfile(
         run_dir=str(run_dir), window=(start - t0, end - t0), cores=cores, cores_busy=busy,
@@ -370,6 +374,22 @@ def _contention_note(bottleneck: Sequence[ProcessProfile], cores: int, loads: Se
     return (f" — but while working {_pct(work / len(bottleneck))} it got only {got:.2f} cores: the host is "
             f"oversubscribed (load {load:.1f} on {cores} cores), so its work runs {work / max(got, 1e-9):.1f}× "
             f"slower than on an idle host")
+
+
+def _trainer_advice(trainer: KindProfile, oversubscribed: bool, threads: int | None, cores: int,
+                    busy: float) -> str:
+    """Advice for a trainer that paces the run: on an oversubscribed host, free cores (more threads would stall);
+    with idle cores, more trainer threads (predicted: the rate scaled by the cores it could use)."""
+    if oversubscribed:
+        return ("the trainer waits for the CPU, not for data: run where cores are free; do not raise "
+                "roles.trainer_threads on this host, its threads would wait for each other without a free core")
+    idle = cores - busy
+    if threads is None or threads >= cores or idle < 0.5:
+        return ""
+    more = min(cores, threads + int(idle + 0.5))
+    rate = _rate(trainer)
+    return (f"roles.trainer_threads={more} (now {threads}): the run leaves {idle:.1f} of {cores} cores idle → up "
+            f"to ≈ {rate * more / threads:.1f} train steps/s if a step scales with threads (it is {rate:.1f})")
 
 
 def _interference_advice(worst: Interference, diagnosis: Diagnosis) -> str:
