@@ -35,6 +35,7 @@ from speedy.mcts import (  # noqa: E402
     compile_info,
     dirichlet_noise,
 )
+from speedy.runinfo import cpu_model  # noqa: E402
 
 SHAPES = ((1, 18, 50), (64, 4, 50), (256, 18, 50), (2048, 18, 50))
 
@@ -135,18 +136,6 @@ def allocation_bytes(batch: int, num_actions: int, simulations: int) -> dict:
     return {"simulations": simulations, "peak_bytes": peak - before, "retained_bytes": after - before}
 
 
-def _cpu_model() -> str:
-    """CPU model name from /proc/cpuinfo (Linux), else whatever `platform` knows."""
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
 def _read_text(path: str) -> str:
     with open(path) as f:
         return f.read().strip()
@@ -181,7 +170,7 @@ def host_info() -> dict:
     import numba
 
     return {
-        "cpu": _cpu_model(),
+        "cpu": cpu_model(),
         "caches": _caches(),
         "logical_cpus": os.cpu_count(),
         "load_average": [round(x, 2) for x in os.getloadavg()],
