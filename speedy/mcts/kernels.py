@@ -206,6 +206,11 @@ def select_leaves(
         parent_mean_q = 0.0
         is_root = True
         while True:
+            if visit_count[node, b] == 1:
+                # A node visited once has no visited child: every child scores pb_c * 0 * prior + the
+                # same clipped mean Q, a tie of all A actions, broken exactly as the loops below would.
+                chosen = _draw_below(rng_state, b, num_actions) if num_actions > 1 else 0
+                break
             node_prefix = value_prefix[node, b]
             node_reset = is_reset[node, b]
             total = 0.0
