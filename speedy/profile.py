@@ -273,10 +273,9 @@ def ring_profiles(agent_rows: Sequence[dict[str, Any]], t0: float, start: float,
                         [(t, m) for t, m, _ in pts]) for name, pts in sorted(series.items())]
 
 
-def _interval_work(rows: Sequence[dict[str, Any]], lo: float, hi: float) -> float | None:
-    """Work share of one process between two readings at unix times lo and hi (None: no readings there)."""
-    a = next((r for r in rows if r["time"] == lo), None)
-    b = next((r for r in rows if r["time"] == hi), None)
+def _interval_work(by_time: dict[float, dict[str, Any]], lo: float, hi: float) -> float | None:
+    """Work share of one process between its readings at unix times lo and hi (None: no readings there)."""
+    a, b = by_time.get(lo), by_time.get(hi)
     if a is None or b is None:
         return None
     total = sum(b.get(s, 0) - a.get(s, 0) for s in STAGES)
@@ -287,11 +286,12 @@ def interference(rows: dict[str, list[dict[str, Any]]], start: float, end: float
     """Per role kind: the trainer's rate in the intervals between board snapshots where the kind mostly works,
     against those where it mostly does not; kinds that cut it by ≥ 20 %, worst first."""
     trainer = [r for r in rows.get("trainer", []) if start <= r["time"] <= end]
+    by_time = {name: {r["time"]: r for r in series} for name, series in rows.items()}
     found = []
     for kind in sorted({role_kind(n) for n in rows} - {"trainer"}):
         busy, idle = [], []
         for a, b in zip(trainer[:-1], trainer[1:], strict=True):
-            shares = [w for name, series in rows.items() if role_kind(name) == kind
+            shares = [w for name, series in by_time.items() if role_kind(name) == kind
                       if (w := _interval_work(series, a["time"], b["time"])) is not None]
             if not shares:
                 continue
