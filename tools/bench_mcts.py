@@ -16,7 +16,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import time
 import tracemalloc
 from dataclasses import asdict, dataclass
@@ -25,6 +24,7 @@ for _var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS", "NUMB
     os.environ.setdefault(_var, "1")
 
 import numpy as np  # noqa: E402
+from hostinfo import host_info, host_line  # noqa: E402  (tools/hostinfo.py, this script's folder)
 
 from speedy.mcts import (  # noqa: E402
     ExpansionBatch,
@@ -35,7 +35,6 @@ from speedy.mcts import (  # noqa: E402
     compile_info,
     dirichlet_noise,
 )
-from speedy.runinfo import cpu_model  # noqa: E402
 
 SHAPES = ((1, 18, 50), (64, 4, 50), (256, 18, 50), (2048, 18, 50))
 
@@ -136,51 +135,6 @@ def allocation_bytes(batch: int, num_actions: int, simulations: int) -> dict:
     return {"simulations": simulations, "peak_bytes": peak - before, "retained_bytes": after - before}
 
 
-def _read_text(path: str) -> str:
-    with open(path) as f:
-        return f.read().strip()
-
-
-def _caches() -> dict[str, str]:
-    """CPU 0's caches from sysfs: {'L1d': '48K', 'L1i': '64K', 'L2': '2048K', 'L3': '491520K'} (Linux only).
-
-    A size is per instance; '(shared by CPUs 0-1)' is appended where an instance serves several CPUs.
-    """
-    root = "/sys/devices/system/cpu/cpu0/cache"
-    caches: dict[str, str] = {}
-    try:
-        entries = sorted(e for e in os.listdir(root) if e.startswith("index"))
-    except OSError:
-        return caches
-    for entry in entries:
-        try:
-            level, kind, size, shared = (
-                _read_text(os.path.join(root, entry, name)) for name in ("level", "type", "size", "shared_cpu_list")
-            )
-        except OSError:
-            continue
-        suffix = {"Data": "d", "Instruction": "i"}.get(kind, "")
-        caches[f"L{level}{suffix}"] = size + (f" (shared by CPUs {shared})" if shared not in ("0", "") else "")
-    return caches
-
-
-def host_info() -> dict:
-    """Where the figures came from: CPU, caches, logical CPUs, 1/5/15-min load average, library versions."""
-    import llvmlite
-    import numba
-
-    return {
-        "cpu": cpu_model(),
-        "caches": _caches(),
-        "logical_cpus": os.cpu_count(),
-        "load_average": [round(x, 2) for x in os.getloadavg()],
-        "python": platform.python_version(),
-        "numba": numba.__version__,
-        "llvmlite": llvmlite.__version__,
-        "numpy": np.__version__,
-    }
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--json", action="store_true", help="print one JSON object")
@@ -205,8 +159,7 @@ def main() -> None:
     if args.json:
         print(json.dumps(report, indent=2))
         return
-    caches = ", ".join(f"{k} {v}" for k, v in host["caches"].items()) or "unknown"
-    print(f"host: {host['cpu']}, {host['logical_cpus']} logical CPUs; caches: {caches}")
+    print(host_line(host))
     print(f"load average: {load_before:.2f} at start, {host['load_average'][0]:.2f} at end; "
           f"python {host['python']}, numba {host['numba']}, llvmlite {host['llvmlite']}, numpy {host['numpy']}")
     print(f"compile: {info['compile_seconds']:.2f} s, cache hit: {info['cache_hit']} ({info['cache_dir']})")
