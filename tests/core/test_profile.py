@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from speedy.metrics import MetricsWriter
-from speedy.profile import KindProfile, analyze, diagnose, format_report, interference
+from speedy.profile import KindProfile, RingMonitor, analyze, diagnose, format_report, interference
 from speedy.stages import STAGES, StageClock
 
 PERIOD_S = 0.1
@@ -143,3 +143,25 @@ def test_interference_compares_the_training_rate_while_a_role_works_and_while_it
     assert len(found) == 1
     (i,) = found
     assert (i.kind, i.busy_fraction, i.rate_while_busy, i.rate_otherwise) == ("evaluator", 0.5, 2.0, 8.0)
+
+
+class _FakeRing:
+    def __init__(self, name: str, capacity: int) -> None:
+        self.name, self.capacity, self.used = name, capacity, 0
+
+    def used_bytes(self) -> int:
+        return self.used
+
+
+def test_ring_monitor_reports_mean_and_max_fill_per_channel():
+    samples, mux0, mux1 = _FakeRing("speedy_r1_samples0", 100), _FakeRing("speedy_r1_batches.0", 100), \
+        _FakeRing("speedy_r1_batches.1", 300)
+    monitor = RingMonitor([samples, mux0, mux1], "r1")
+    for used in (0, 50, 100):
+        samples.used, mux1.used = used, 2 * used
+        monitor.sample()
+    report = monitor.report()
+    assert report["samples0"] == {"mean": pytest.approx(0.5), "max": 1.0}
+    assert report["batches"] == {"mean": pytest.approx(0.25), "max": pytest.approx(0.5)}  # 200 of 400 bytes at most
+    monitor.sample()
+    assert monitor.report()["samples0"]["mean"] == 1.0  # each report covers the samples since the last one
