@@ -262,7 +262,7 @@ def main(argv: list[str] | None = None) -> int:
     if not args.cpu and not torch.cuda.is_available():
         print("error: no CUDA device visible to torch; use --cpu for the CPU check", file=sys.stderr)
         return 2
-    device = torch.device("cpu" if args.cpu else "cuda")
+    device = torch.device("cpu" if args.cpu else "cuda:0")
     if args.cpu:
         torch.set_num_threads(1)
     sizes = Sizes(args.cpu)
@@ -278,6 +278,8 @@ def main(argv: list[str] | None = None) -> int:
         results.setdefault("section_s", {})[name] = time.time() - t
         (args.out / "gpu_check.json").write_text(json.dumps(results, indent=2))
         print(f"[gpu_check] {name} ({time.time() - t:.1f} s): {json.dumps(results[name])}", flush=True)
+    if device.type == "cuda":
+        torch.cuda.empty_cache()  # the training run's processes get the GPU memory the sections cached
     remaining = args.minutes * 60 - (time.time() - start) - 60  # a minute for stopping, the final write and plot
     results["training"] = training_section(sizes, args.out, 40.0 if args.cpu else remaining)
     results["elapsed_s"] = time.time() - start
