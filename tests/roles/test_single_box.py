@@ -84,7 +84,7 @@ def _agent_rows(run_dir: Path) -> dict | None:
     path = run_dir / "metrics" / "agent.jsonl"
     if not path.exists():
         return None
-    records = read_metrics(path)
+    records = [r for r in read_metrics(path) if "roles" in r]  # the first record is the agent's start event
     return records[-1]["roles"] if records else None
 
 
