@@ -148,14 +148,15 @@ def run_start(records: dict[str, list[dict[str, Any]]]) -> float:
 
 
 def training_span(records: dict[str, list[dict[str, Any]]]) -> tuple[float | None, float | None]:
-    """Unix times of the trainer's first reading after a training step and of its reading at the last step it
-    reached (None, None: it has not trained yet)."""
+    """Unix times of the trainer's last reading before its first training step and of its first reading at the
+    last step it reached (None, None: it has not trained yet)."""
     rows = records.get("trainer", [])
-    first = next((r for r in rows if r["step"] >= 1), None)
+    first = next((i for i, r in enumerate(rows) if r["step"] >= 1), None)
     if first is None:
         return None, None
+    start = rows[max(0, first - 1)]
     last = next(r for r in rows if r["step"] == rows[-1]["step"])
-    return first["time"], last["time"] if last is not first else None
+    return start["time"], last["time"] if last is not start else None
 
 
 def _pair(rows: Sequence[dict[str, Any]], start: float, end: float) -> tuple[dict, dict] | None:
