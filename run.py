@@ -41,9 +41,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-def cluster_node(config_path: str) -> int | None:
-    """Under torchrun: check cluster.toml's [cluster] against the torchrun world before anything starts.
-    Returns an exit code when this process must stop, None in single-box mode."""
+def cluster_node(config_path: str) -> tuple | int | None:
+    """Under torchrun: (torchrun world, node map) once cluster.toml's [cluster] fits the world, or exit code 2
+    with one line on stderr if it does not (before anything starts); None in single-box mode."""
     from speedy.cluster.bootstrap import torchrun_world
     from speedy.cluster.nodes import ClusterError, parse_cluster
     from speedy.config import ConfigError, read_run_file
@@ -56,23 +56,26 @@ def cluster_node(config_path: str) -> int | None:
         if table is None:
             raise ClusterError(f"{config_path} has no [cluster] table: a torchrun launch needs the node map")
         spec = parse_cluster(table, world.world_size, config_path)
+        from speedy.roles.cluster_agent import check_supported
+
+        check_supported(spec)
     except (ClusterError, ConfigError) as err:
         print(f"cluster error: {err}", file=sys.stderr)
         return 2
-    node = spec.node(world.rank)
-    print(f"error: node {world.rank} ({node.kind}) of a valid {world.world_size}-node cluster, but roles do not run "
-          f"across nodes yet: the node map and the RPC bridge (speedy/cluster) are in place, the node agents that "
-          f"use them are not. Run single-box: python run.py", file=sys.stderr)
-    return 2
+    return world, spec
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     from speedy.config import ConfigError, build_config, resumed_config
 
-    code = cluster_node(args.config)
-    if code is not None:
-        return code
+    cluster = cluster_node(args.config)
+    if isinstance(cluster, int):
+        return cluster
+    if cluster is not None and (args.inline or args.resume or args.evaluate or args.cleanup):
+        print("error: --inline, --resume, --evaluate and --cleanup are single-box commands (not under torchrun)",
+              file=sys.stderr)
+        return 2
 
     if args.cleanup:
         from speedy.shm.segment import cleanup_stale
@@ -119,6 +122,13 @@ def main(argv: list[str] | None = None) -> int:
               f"(choose another with --run-dir or run.run_dir)", file=sys.stderr)
         return 2
     print(f"speedy: {config.env.id}, run dir {run_dir}", flush=True)
+    if cluster is not None:
+        from speedy.roles.cluster_agent import run_cluster_node
+
+        world, spec = cluster
+        node_dir = run_dir if world.rank == 0 else run_dir / f"node{world.rank}"
+        node_dir.mkdir(parents=True, exist_ok=True)
+        return run_cluster_node(config, node_dir, spec, world)
     if args.inline:
         from speedy.inline import run_inline
 

@@ -26,7 +26,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from speedy.shm.ring import RingError, RingReader, RingTimeoutError, RingWriter
+from speedy.shm.ring import RingError, RingReader, RingWriter
 
 _INBOUND: dict[str, RingWriter] = {}
 _LOCK = threading.Lock()
@@ -72,7 +72,8 @@ def unpack(data: torch.Tensor, lengths: torch.Tensor) -> list[memoryview]:
 
 def deliver(channel: str, data: torch.Tensor, lengths: torch.Tensor, accept_s: float) -> int:
     """RPC target: write the records into the local ring of `channel`, in order, as many as fit within `accept_s`
-    seconds; returns how many were written (the caller re-sends the rest)."""
+    seconds; returns how many were written (the caller re-sends the rest). A local consumer that closed its end or
+    died (the agent restarts it) takes nothing for now: that is this node's business, not a network failure."""
     writer = _INBOUND.get(channel)
     if writer is None:
         raise BridgeError(f"no channel {channel!r} on this node")
@@ -81,7 +82,7 @@ def deliver(channel: str, data: torch.Tensor, lengths: torch.Tensor, accept_s: f
     for i, record in enumerate(records):
         try:
             writer.put_bytes(record, timeout=max(0.0, deadline - time.monotonic()))
-        except RingTimeoutError:
+        except RingError:  # full, or the local consumer is stopping or restarting: the sender tries again later
             return i
     return len(records)
 
@@ -201,3 +202,27 @@ def notify_peer(peer: str, name: str, timeout_s: float) -> bool:
         return bool(rpc.rpc_sync(peer, notify, args=(name,), timeout=timeout_s))
     except Exception:  # noqa: BLE001 - a dead or hung peer
         return False
+
+
+_SERVICES: dict[str, Callable[..., object]] = {}
+
+
+def register_service(name: str, fn: Callable[..., object]) -> None:
+    """Offer `fn` to other nodes as `name` (arguments and results: ints, floats, strs and tensors only)."""
+    with _LOCK:
+        _SERVICES[name] = fn
+
+
+def serve(name: str, *args: object) -> object:
+    """RPC target: run this node's service `name`."""
+    fn = _SERVICES.get(name)
+    if fn is None:
+        raise BridgeError(f"no service {name!r} on this node")
+    return fn(*args)
+
+
+def call(peer: str, name: str, *args: object, timeout_s: float = 30.0) -> object:
+    """Run service `name` on node `peer` and return its result (raises on failure or past `timeout_s`)."""
+    from torch.distributed import rpc
+
+    return rpc.rpc_sync(peer, serve, args=(name, *args), timeout=timeout_s)

@@ -172,14 +172,19 @@ class FrameStore:
         if frames.shape[1:] != self.frame_shape or len(frames) > self.capacity or first_id < 0:
             raise ValueError(f"cannot restore {len(frames)} frames of {frames.shape[1:]} from id {first_id} into a "
                              f"store of {self.capacity} frames of {self.frame_shape}")
-        ids = np.arange(first_id, first_id + len(frames), dtype=np.int64)
-        slots = ids % self.capacity
-        self._frames[slots] = frames
-        self._slot_ids[slots] = ids
-        self._ctrl[_FLOOR] = first_id  # ids before the snapshot's first are gone
+        self.skip_to(first_id)
+        if len(frames):
+            self.append(frames)
+
+    def skip_to(self, first_id: int) -> None:
+        """Make `first_id` the id of the next appended frame (a replica that missed frames its source already
+        evicted); the ids skipped count as evicted. Single writer, `first_id` >= next_id."""
+        if first_id < self.next_id:
+            raise ValueError(f"skip_to({first_id}) goes back: the store already holds ids up to {self.next_id - 1}")
+        self._ctrl[_FLOOR] = first_id
         fence()
-        self._ctrl[_RESERVED] = first_id + len(frames)
-        self._ctrl[_PUBLISHED] = first_id + len(frames)
+        self._ctrl[_RESERVED] = first_id
+        self._ctrl[_PUBLISHED] = first_id
 
     def close(self) -> None:
         """Unmap (the creator also unlinks the segment)."""
