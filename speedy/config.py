@@ -140,6 +140,9 @@ class TrainConfig:
     # EfficientZero's augmentation of the training and consistency-target stacks (speedy/augment.py): "auto" = shift
     # and intensity for image tasks, none for vector tasks; or "none", "shift", "intensity", "shift+intensity".
     augmentation: str = "auto"
+    # EfficientZero masks the value and value-prefix losses past the episode end (k > valid steps); false trains
+    # them there too (value → 0, value prefix → unchanged: no reward after the end).
+    mask_past_end: bool = True
     mixed_precision: bool = False
 
     def validate(self) -> None:

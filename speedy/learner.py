@@ -58,7 +58,7 @@ class Learner:
         batch = batch.to(self.device)
         with self._autocast():
             out = unroll_loss(self.model, batch, self.frame_stack, self.config.mcts.lstm_horizon, self.loss_weights,
-                              self.augment)
+                              self.augment, t.mask_past_end)
         self.optimizer.zero_grad(set_to_none=True)
         (out.total / t.unroll_steps).backward()
         grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), t.grad_clip)

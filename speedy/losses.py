@@ -86,10 +86,13 @@ def loss_terms(
     weights: torch.Tensor,
     support_size: int,
     loss_weights: LossWeights,
+    mask_past_end: bool = True,
 ) -> LossOutput:
     """The four losses per sample (B,), summed over unroll steps, and the weighted total (module docstring: weights
     and masks). mask (B, K+1): 1 where t+k is a real state; weights (B,) importance-sampling weights."""
     acted = torch.cat([torch.ones_like(mask[:, :1]), mask[:, :-1]], 1)  # (B, K+1): 1 where k ≤ valid steps
+    if not mask_past_end:  # value → 0 and value prefix → constant past the end (policy targets there are 0 anyway)
+        acted = torch.ones_like(acted)
     value = (cross_entropy(pred.value_logits, scalar_to_support(target_value, support_size)) * acted).sum(1)
     value_prefix = (cross_entropy(pred.value_prefix_logits, scalar_to_support(target_value_prefix, support_size))
                     * acted[:, 1:]).sum(1)
@@ -164,7 +167,7 @@ def unroll(model: EfficientZeroNet, batch: TrainingBatch, frame_stack: int, lstm
 
 def unroll_loss(
     model: EfficientZeroNet, batch: TrainingBatch, frame_stack: int, lstm_horizon: int, loss_weights: LossWeights,
-    augment: Augment | None = None,
+    augment: Augment | None = None, mask_past_end: bool = True,
 ) -> LossOutput:
     """`unroll` then `loss_terms` on the batch's targets."""
     pred = unroll(model, batch, frame_stack, lstm_horizon, augment)
@@ -177,4 +180,5 @@ def unroll_loss(
         batch.weights,
         model.spec.support_size,
         loss_weights,
+        mask_past_end,
     )

@@ -74,6 +74,13 @@ def test_policy_value_and_value_prefix_are_masked_past_the_episode_end():
     assert float(out.consistency[0]) == 0.0  # no stored observation at the final state
     expected = math.log(3) + 0.25 * 2 * math.log(3) + 2 * math.log(2)
     assert math.isclose(float(out.total), expected, rel_tol=1e-6)
+    # train.mask_past_end = false: every step counts for value and value prefix (and policy, whose targets are 0
+    # past the end in real batches); consistency keeps its real-state mask
+    unmasked = loss_terms(pred, torch.zeros(1, 3), torch.zeros(1, 2), torch.tensor([[[1.0, 0.0]] * 3]),
+                          torch.tensor([[1.0, 0.0, 0.0]]), torch.tensor([1.0]), 1, EZ_WEIGHTS, mask_past_end=False)
+    assert math.isclose(float(unmasked.value[0]), 3 * math.log(3), rel_tol=1e-6)
+    assert math.isclose(float(unmasked.value_prefix[0]), 2 * math.log(3), rel_tol=1e-6)
+    assert float(unmasked.consistency[0]) == 0.0
 
 
 class ToyModel(torch.nn.Module):
