@@ -195,3 +195,16 @@ def state_digest(value: Any) -> str:
 
     walk(value)
     return digest.hexdigest()
+
+
+def save_arrays(path: str | Path, arrays: dict[str, np.ndarray]) -> Path:
+    """Write named arrays to an .npz file atomically (tmp file, fsync, rename): loadable with allow_pickle=False,
+    and a crash mid-write leaves the previous file whole."""
+    path = Path(path)
+    tmp = path.with_name(path.name + ".tmp.npz")
+    with open(tmp, "wb") as handle:
+        np.savez(handle, **arrays)
+        handle.flush()
+        os.fsync(handle.fileno())
+    os.replace(tmp, path)
+    return path

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
+from speedy.checkpoint import save_arrays
 from speedy.reanalyze import sample_windows
 from speedy.replay import ReplayBuffer, TrajectoryBlock
 from speedy.roles.context import Periodic, RoleContext
@@ -26,15 +27,8 @@ RESUME_SNAPSHOT = "replay.resume.npz"  # put in place by the node agent for `--r
 def save_snapshot(run_dir: Path, replay: ReplayBuffer, rng: np.random.Generator) -> Path:
     """Write the buffer and the sampling RNG to run_dir/replay.npz atomically (numpy arrays only: loading it
     runs no code)."""
-    path = run_dir / SNAPSHOT
-    tmp = path.with_name(path.name + ".tmp.npz")
     state = replay.state_dict() | {"sampler_rng": np.array(json.dumps(rng.bit_generator.state))}
-    with open(tmp, "wb") as handle:
-        np.savez(handle, **state)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(tmp, path)
-    return path
+    return save_arrays(run_dir / SNAPSHOT, state)
 
 
 def load_snapshot(run_dir: Path, replay: ReplayBuffer, rng: np.random.Generator) -> bool:

@@ -25,7 +25,7 @@ from typing import Any
 
 import numpy as np
 
-from speedy.checkpoint import CHECKPOINT_NAME, load_latest
+from speedy.checkpoint import CHECKPOINT_NAME, load_latest, save_arrays
 from speedy.roles.context import RolePlan
 from speedy.roles.replay import RESUME_SNAPSHOT, SNAPSHOT
 from speedy.shm.frames import FrameStore
@@ -86,11 +86,4 @@ def save_frames(run_dir: Path, stores: list[FrameStore]) -> Path:
         first, frames = store.snapshot()
         arrays[f"first{i}"] = np.asarray(first)
         arrays[f"frames{i}"] = frames
-    path = run_dir / FRAMES_SNAPSHOT
-    tmp = path.with_name(path.name + ".tmp.npz")
-    with open(tmp, "wb") as handle:
-        np.savez(handle, **arrays)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(tmp, path)
-    return path
+    return save_arrays(run_dir / FRAMES_SNAPSHOT, arrays)

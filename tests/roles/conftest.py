@@ -25,3 +25,27 @@ def no_leftovers():
     alive = [c for c in children if c.is_running() and c.status() != psutil.STATUS_ZOMBIE
              and "resource_tracker" not in " ".join(c.cmdline())]
     assert not alive, f"processes left behind: {[c.cmdline()[:3] for c in alive]}"
+
+
+def agent_rows(run_dir: Path) -> dict | None:
+    """The newest per-process board snapshot the node agent logged (metrics/agent.jsonl), None before the first."""
+    from speedy.metrics import read_metrics
+
+    path = run_dir / "metrics" / "agent.jsonl"
+    if not path.exists():
+        return None
+    records = [r for r in read_metrics(path) if "roles" in r]  # the first record is the agent's start event
+    return records[-1]["roles"] if records else None
+
+
+def wait_for(predicate, timeout: float, what: str):  # noqa: ANN001, ANN201 - returns what the predicate returned
+    """Poll `predicate` every 0.25 s until it returns something truthy (returned); AssertionError after `timeout`."""
+    import time
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.25)
+    raise AssertionError(f"timed out waiting for {what}")

@@ -17,7 +17,7 @@ from speedy.config import build_config
 from speedy.metrics import read_metrics
 from speedy.roles.launch import run_single_box
 
-from .conftest import TINY_MODEL, speedy_segments
+from .conftest import TINY_MODEL, agent_rows, speedy_segments, wait_for
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -80,24 +80,6 @@ def test_slow_reanalyzer_starves_the_trainer_and_the_board_shows_why(tmp_path, n
     assert slowed[0]["reanalyzer0"]["wait_input"] < slowed[0]["reanalyzer0"]["busy_targets"]
 
 
-def _agent_rows(run_dir: Path) -> dict | None:
-    path = run_dir / "metrics" / "agent.jsonl"
-    if not path.exists():
-        return None
-    records = [r for r in read_metrics(path) if "roles" in r]  # the first record is the agent's start event
-    return records[-1]["roles"] if records else None
-
-
-def _wait_for(predicate, timeout: float, what: str):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.25)
-    raise AssertionError(f"timed out waiting for {what}")
-
-
 @pytest.mark.timeout(300)
 def test_kill_restart_pause_and_ctrl_c(tmp_path, no_leftovers):
     """SIGKILL an actor → restarted; SIGUSR1 → paused and idle; SIGINT → stops within seconds, checkpoint kept,
@@ -111,14 +93,14 @@ def test_kill_restart_pause_and_ctrl_c(tmp_path, no_leftovers):
         cmd += ["--set", item]
     agent = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=REPO)
     try:
-        rows = _wait_for(lambda: (r := _agent_rows(tmp_path)) and r["trainer"]["train_steps"] > 5 and r,
+        rows = wait_for(lambda: (r := agent_rows(tmp_path)) and r["trainer"]["train_steps"] > 5 and r,
                          150, "training to start")
         actor_pid = int(rows["actor0"]["pid"])
         os.kill(actor_pid, signal.SIGKILL)
-        rows = _wait_for(lambda: (r := _agent_rows(tmp_path)) and r["actor0"]["restarts"] >= 1 and
+        rows = wait_for(lambda: (r := agent_rows(tmp_path)) and r["actor0"]["restarts"] >= 1 and
                          int(r["actor0"]["pid"]) not in (0, actor_pid) and r, 90, "actor0 to be restarted")
         steps = rows["actor0"]["env_steps"]
-        _wait_for(lambda: (r := _agent_rows(tmp_path)) and r["actor0"]["env_steps"] > steps, 60,
+        wait_for(lambda: (r := agent_rows(tmp_path)) and r["actor0"]["env_steps"] > steps, 60,
                   "the restarted actor to collect")
         os.kill(agent.pid, signal.SIGUSR1)  # pause
         time.sleep(3.0)
