@@ -148,14 +148,14 @@ def run_start(records: dict[str, list[dict[str, Any]]]) -> float:
 
 
 def training_span(records: dict[str, list[dict[str, Any]]]) -> tuple[float | None, float | None]:
-    """Unix times of the trainer's last reading before its first training step and of its first reading at the
-    last step it reached (None, None: it has not trained yet)."""
+    """Unix times of the trainer's first reading after a training step (the one before if that is already its
+    last step) and of its first reading at the last step it reached (None, None: it has not trained yet)."""
     rows = records.get("trainer", [])
     first = next((i for i, r in enumerate(rows) if r["step"] >= 1), None)
     if first is None:
         return None, None
-    start = rows[max(0, first - 1)]
     last = next(r for r in rows if r["step"] == rows[-1]["step"])
+    start = rows[first] if rows[first] is not last else rows[max(0, first - 1)]  # all steps in one interval
     return start["time"], last["time"] if last is not start else None
 
 
@@ -487,9 +487,18 @@ def _starved(kinds: dict[str, KindProfile], cores: int, busy: float) -> Diagnosi
         return Diagnosis("replay", "wait_input", text + f"replay {_pct(replay.work)} busy, "
                          f"waiting {_pct(replay.shares['wait_input'])} for data", "replay has too little data to "
                          "sample yet (replay.start_env_steps) or its sample rings are too small")
-    return Diagnosis("reanalyzer", "wait_output", head + f"reanalyzers {_pct(reanalyzer.work)} busy, waiting "
-                     f"{_pct(reanalyzer.shares['wait_output'])} on output", "batches are slow to reach the "
-                     "trainer: enlarge the batches ring or raise roles.batches_in_flight")
+    return None
+
+
+def _slow_handoff(kinds: dict[str, KindProfile]) -> Diagnosis | None:
+    """A starved trainer whose reanalyzers are neither busy nor starved (checked after the other rules)."""
+    trainer, reanalyzer = kinds["trainer"], kinds.get("reanalyzer")
+    if reanalyzer is None or trainer.shares["wait_input"] < STARVED:
+        return None
+    return Diagnosis("reanalyzer", "wait_output", f"trainer waits {_pct(trainer.shares['wait_input'])} for batches; "
+                     f"reanalyzers {_pct(reanalyzer.work)} busy, waiting {_pct(reanalyzer.shares['wait_output'])} on "
+                     "output", "batches are slow to reach the trainer: enlarge the batches ring or raise "
+                     "roles.batches_in_flight")
 
 
 def _actor_bound(kinds: dict[str, KindProfile], ratio: float, cores: int, busy: float) -> Diagnosis | None:
@@ -536,7 +545,8 @@ def diagnose(kinds: dict[str, KindProfile], cores: int, busy: float, config: dic
     if "trainer" not in kinds:
         return Diagnosis("none", "", "no trainer readings in the window", "profile a longer window")
     ratio = float(config.get("train", {}).get("env_steps_per_train_step", 0.0))
-    found = (_starved(kinds, cores, busy) or _actor_bound(kinds, ratio, cores, busy) or _trainer_bound(kinds))
+    found = (_starved(kinds, cores, busy) or _actor_bound(kinds, ratio, cores, busy) or _trainer_bound(kinds)
+             or _slow_handoff(kinds))
     if found is not None:
         return found
     parts = [f"trainer {_pct(kinds['trainer'].work)} busy, waits {_pct(kinds['trainer'].shares['wait_input'])}"]
