@@ -346,9 +346,9 @@ def run_single_box(config: Config, run_dir: Path, log: bool = True, resume: bool
         summary = _summary(board, run_dir, start, elapsed)
         for handle in reversed(owned):
             handle.close()
+    (run_dir / "summary.json").write_text(json.dumps(asdict(summary), indent=2))
     table = format_report(analyze(run_dir), per_process=True)  # the numbers tools/profile_pipeline.py shows
     say(f"[agent] {reason} after {elapsed / 60:.1f} min\n{table}", flush=True)
-    (run_dir / "summary.json").write_text(json.dumps(asdict(summary), indent=2))
     return summary
 
 
