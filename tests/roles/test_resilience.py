@@ -14,30 +14,12 @@ from pathlib import Path
 import psutil
 import pytest
 
-from speedy.metrics import read_metrics
-
-from .conftest import TINY_MODEL, speedy_segments
+from .conftest import TINY_MODEL, agent_rows, speedy_segments, wait_for
 
 REPO = Path(__file__).resolve().parents[2]
 SMALL = [*TINY_MODEL, "replay.start_env_steps=64", "replay.block_length=16", "train.batch_size=16",
          "mcts.num_simulations=4", "eval.interval=100000", "roles.actors=1", "roles.reanalyzers=1",
          "roles.refreshers=-1", "run.log_interval_s=0.5", "train.training_steps=100000"]
-
-
-def agent_rows(run_dir: Path) -> dict | None:
-    path = run_dir / "metrics" / "agent.jsonl"
-    records = [r for r in (read_metrics(path) if path.exists() else []) if "roles" in r]
-    return records[-1]["roles"] if records else None
-
-
-def wait_for(predicate, timeout: float, what: str):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.25)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def start_run(run_dir: Path, *extra: str) -> subprocess.Popen:
@@ -112,7 +94,9 @@ def test_sigterm_then_resume_continues_from_the_saved_state(tmp_path, no_leftove
     assert f"[replay] resumed with {positions} positions" in out
     weights = state_digest(saved["model"])[:16]
     optimizer = state_digest(saved["optimizer"]["state"])[:16]
-    assert f"[trainer] resumed at step {steps}: weights {weights}, optimizer state of step {steps} {optimizer}" in out
+    told = [line for line in out.splitlines() if "[trainer]" in line or "resuming" in line]
+    expected = f"[trainer] resumed at step {steps}: weights {weights}, optimizer state of step {steps} {optimizer}"
+    assert expected in out, (expected, told)
     with np.load(tmp_path / "replay.resumed.npz", allow_pickle=False) as replay:
         assert state_digest({k: torch.from_numpy(np.asarray(v)) for k, v in replay.items()
                              if k != "sampler_rng"}) == replay_digest
