@@ -154,7 +154,7 @@ def run_inline(config: Config, run_dir: Path, log: bool = True) -> RunSummary:
                     sample_windows(replay, sample, env_steps), layout, source, target_model,
                     reanalyze_search if config.train.reanalyze_ratio > 0 else None, settings, rng, device)
                 stats_t = learner.train_step(targets.training_batch(source))
-                replay.update_priorities(sample.index, sample.generation, stats_t.priorities)
+                replay.update_priorities(sample.index, sample.generation, stats_t.priorities, train_steps)
                 train_steps += 1
                 if train_steps % config.actor.weight_update_interval == 0:
                     _sync(actor_model, model)

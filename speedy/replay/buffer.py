@@ -170,6 +170,7 @@ class ReplayBuffer:
         self.owner = np.zeros(position_ring, dtype=np.int64)  # block slot of each position leaf
         self.priorities = np.zeros(position_ring, dtype=np.float64)  # |error| + ε of live positions, 0 elsewhere
         self.held = np.zeros(position_ring, dtype=bool)  # leaves of live positions
+        self.priority_version = np.full(position_ring, -1, dtype=np.int64)  # step of the weights behind a priority
         self.tree = SumTree(position_ring)
         self.blocks_added = 0
         self.positions_added = 0
@@ -233,6 +234,7 @@ class ReplayBuffer:
             raw = np.asarray(priorities, dtype=np.float64) + self.priority_eps
         self.owner[leaves] = slot
         self.priorities[leaves] = raw
+        self.priority_version[leaves] = -1
         self.held[leaves] = True
         self.tree.set(leaves, raw**self.alpha)
         self.blocks_added += 1
@@ -272,23 +274,31 @@ class ReplayBuffer:
         inside = (entry < stored).reshape(*entry.shape, *([1] * (values.ndim - 2)))
         return values * inside
 
-    def update_priorities(self, index: np.ndarray, generation: np.ndarray, priorities: np.ndarray) -> int:
-        """Set new priorities (|error| + ε) for positions still holding the sampled block. Returns how many applied."""
+    def update_priorities(self, index: np.ndarray, generation: np.ndarray, priorities: np.ndarray,
+                          version: int = -1) -> int:
+        """Set new priorities (|error| + ε) for positions still holding the sampled block. Returns how many applied.
+
+        Ordering: `version` is the training step of the weights that computed the priorities (the trainer's step,
+        a refresher's weights version). A position keeps the version of its current priority, and an update
+        older than it is ignored, so a refresher's late answer from old weights never overwrites what the trainer
+        (or a fresher refresh) set since; equal versions apply in arrival order. New data has version −1."""
         index = np.asarray(index, dtype=np.int64)
         priorities = np.asarray(priorities, dtype=np.float64)
         if index.shape != priorities.shape:
             raise ValueError(f"index shape {index.shape} != priorities shape {priorities.shape}")
         live = self.generation[self.owner[index]] == np.asarray(generation)
+        live &= self.priority_version[index] <= version
         if not np.any(live):
             return 0
         values = priorities[live] + self.priority_eps
         self.priorities[index[live]] = values
+        self.priority_version[index[live]] = version
         self.tree.set(index[live], values**self.alpha)
         return int(live.sum())
 
     # -- checkpointing ------------------------------------------------------------------------------------------
     _ARRAYS = ("starts", "stored", "lengths", "valid_steps", "collected_at", "generation", "owner", "priorities",
-               "held")
+               "held", "priority_version")
     _COUNTERS = ("blocks_added", "positions_added", "live_blocks", "num_positions")
 
     def state_dict(self) -> dict[str, np.ndarray]:

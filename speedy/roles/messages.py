@@ -23,11 +23,13 @@ T = TypeVar("T")
 
 @dataclasses.dataclass
 class PriorityUpdate:
-    """New priorities (|error|, without ε) for sampled replay positions."""
+    """New priorities (|error|, without ε) for sampled replay positions, computed with the weights of training
+    step `version` (replay ignores an update older than a position's current priority)."""
 
     index: np.ndarray  # (B,) int64
     generation: np.ndarray  # (B,) int64
     priorities: np.ndarray  # (B,) float32
+    version: int = -1
 
 
 def encode_message(obj: Any) -> tuple[dict[str, Any], dict[str, np.ndarray]]:

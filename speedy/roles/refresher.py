@@ -53,7 +53,7 @@ async def run_refresher(ctx: RoleContext) -> None:
             except FrameEvictedError:
                 continue
             with ctx.row.timed("wait_output"):
-                await priorities_out.send(PriorityUpdate(windows.index, windows.generation, priorities))
+                await priorities_out.send(PriorityUpdate(windows.index, windows.generation, priorities, version))
             ctx.row.add("items", len(priorities))
             if report.due():
                 ctx.write_stats({"mean_priority": float(priorities.mean())})

@@ -79,7 +79,7 @@ async def run_replay(ctx: RoleContext) -> None:
             if update is None:
                 return
             with ctx.row.timed("busy_replay"):
-                replay.update_priorities(update.index, update.generation, update.priorities)
+                replay.update_priorities(update.index, update.generation, update.priorities, update.version)
 
     async def wait_until_ready() -> None:
         with ctx.row.timed("wait_input"):

@@ -139,7 +139,8 @@ async def run_trainer(ctx: RoleContext) -> None:
                 stats = await loop.run_in_executor(executor, train_step, batch)
             ctx.row.set("train_steps", learner.step)
             with ctx.row.timed("wait_output"):
-                await priorities_out.send(PriorityUpdate(targets.index, targets.generation, stats.priorities))
+                await priorities_out.send(PriorityUpdate(targets.index, targets.generation, stats.priorities,
+                                                         learner.step - 1))  # the weights the step started from
             if learner.step % publish_every == 0:
                 with ctx.row.timed("weights"):
                     latest.publish_state_dict(model.state_dict(), learner.step)
