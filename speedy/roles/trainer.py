@@ -57,7 +57,8 @@ def checkpoint_path(ctx: RoleContext) -> Path:
 def write_checkpoint(ctx: RoleContext, learner: Learner, target: WeightSlot) -> None:
     """Model, target model (from its weight slot), optimizer, counters and this process's RNG states, written
     atomically with the previous checkpoint kept (speedy.checkpoint)."""
-    _, target_state = target.read_state_dict()
+    _, flat_views = target.read_state_dict()
+    target_state = {k: v.clone() for k, v in flat_views.items()}  # views of one buffer: torch.save wants own storage
     save_checkpoint(checkpoint_path(ctx), {
         "model": learner.model.state_dict(), "target_model": target_state,
         "optimizer": learner.optimizer.state_dict(), "train_steps": learner.step,
