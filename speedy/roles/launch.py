@@ -188,8 +188,13 @@ class Supervisor:
             self.start(name)
         return None
 
-    def stop(self, timeout_s: float = 15.0) -> None:
+    def stop(self, timeout_s: float = 15.0, writers_s: float = 90.0) -> None:
+        """Wait for every role to see the stop flag and exit (`timeout_s` in all; the trainer and replay, which
+        write the final checkpoint and the replay snapshot, up to `writers_s`), then terminate, then kill."""
         deadline = time.monotonic() + timeout_s
+        for name in ("trainer", "replay"):
+            if name in self.processes:
+                self.processes[name].join(writers_s)
         for process in self.processes.values():
             process.join(max(0.0, deadline - time.monotonic()))
         for process in self.processes.values():

@@ -56,11 +56,12 @@ def decode_message(cls: type[T], msg: Message) -> T:
     kind = msg.fields.get("type")
     if kind != cls.__name__:
         raise MessageSchemaError(f"expected a {cls.__name__} message, got {kind!r}")
-    missing = [f.name for f in dataclasses.fields(cls) if f.name not in msg.arrays and f.name not in msg.fields]
+    present = [f for f in dataclasses.fields(cls) if f.name in msg.arrays or f.name in msg.fields]
+    missing = [f.name for f in dataclasses.fields(cls) if f not in present and f.default is dataclasses.MISSING]
     if missing:
         raise MessageSchemaError(f"{cls.__name__} message lacks {missing}")
     values = {f.name: (np.array(msg.arrays[f.name]) if f.name in msg.arrays else msg.fields[f.name])
-              for f in dataclasses.fields(cls)}
+              for f in present}
     return cls(**values)
 
 

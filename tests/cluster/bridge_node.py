@@ -39,7 +39,7 @@ def sender(world, run_id: str, n: int, out: Path) -> dict:  # noqa: ANN001
     for peer in range(1, world.world_size):
         ring = Ring.create(run_id, f"out{peer}", CAPACITY)
         producers.append(threading.Thread(target=produce, args=(ring, n, 0.05), daemon=True))
-        forwarders.append(Forwarder(ring.reader(), f"node{peer}", "in", timeout_s=10.0, batch=32,
+        forwarders.append(Forwarder(ring.reader(), f"node{peer}", "in", timeout_s=30.0, batch=32,
                                     on_lost=lambda p, e: lost.setdefault(p, time.time())))
     for f in forwarders:
         f.start()
@@ -69,7 +69,7 @@ def main() -> None:
     out = Path(os.environ["SPEEDY_TEST_OUT"])
     n = int(os.environ["SPEEDY_TEST_MESSAGES"])
     run_id = f"{os.environ['SPEEDY_TEST_RUN']}-n{world.rank}"
-    init_rpc(world, timeout_s=10.0)
+    init_rpc(world, timeout_s=30.0)
     (out / f"rank{world.rank}.up").write_text(str(os.getpid()))
     try:
         result = sender(world, run_id, n, out) if world.rank == 0 else receiver(run_id, n)

@@ -103,7 +103,7 @@ def test_a_killed_node_is_detected_and_the_others_carry_on(tmp_path):
             node.communicate()
         cleanup_stale()  # the killed node's shared memory (a dead machine takes its own with it)
     sender = json.loads((tmp_path / "rank0.json").read_text())
-    assert set(sender["lost"]) == {"node2"} and sender["lost"]["node2"] - killed_at < 15
+    assert set(sender["lost"]) == {"node2"} and sender["lost"]["node2"] - killed_at < 35  # deadline 30 s
     assert sender["finished"]["node1"] and sender["delivered"]["node1"] == 1500
     assert 0 < sender["delivered"]["node2"] < 1500
     receiver = json.loads((tmp_path / "rank1.json").read_text())
