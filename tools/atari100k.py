@@ -66,6 +66,12 @@ class RunResult:
         """Mean return of the last evaluation."""
         return self.curve[-1].mean_return
 
+    @property
+    def env_steps_per_minute(self) -> float:
+        """Self-play throughput: env steps at the last milestone over its wall-clock minutes (else the totals)."""
+        steps, minutes = self.milestones[-1] if self.milestones else (self.env_steps, self.minutes)
+        return steps / max(minutes, 1e-9)
+
     def to_human(self) -> EvalPoint | None:
         """The first evaluation that reached the human score, or None."""
         human = reference_scores(self.game).human
@@ -196,12 +202,13 @@ def markdown(rows: list[GameRow], runs: list[RunResult], figures: list[str]) -> 
     lines += ["", f"Over {len(rows)} game(s): mean HNS {s['mean_hns']:.3f}, median HNS {s['median_hns']:.3f} "
               f"(EfficientZero on the same games: mean {s['efficientzero_mean_hns']:.3f}, median "
               f"{s['efficientzero_median_hns']:.3f}; on all 26: 1.943 / 1.090).", "",
-              "| run | game | seed | last eval | env steps | minutes | host |", "|---|---|---|---|---|---|---|"]
+              "| run | game | seed | last eval | env steps | minutes | env steps/min | host |",
+              "|---|---|---|---|---|---|---|---|"]
     for run in runs:
         host = ", ".join(filter(None, [run.host.get("cpu", "?"), f"{run.host.get('usable_cpus', '?')} cores",
                                        " + ".join(run.host.get("gpus", []))]))
         lines.append(f"| {run.run_dir} | {run.game} | {run.seed} | {run.score:.1f} | {run.env_steps} | "
-                     f"{run.minutes:.1f} | {host} |")
+                     f"{run.minutes:.1f} | {run.env_steps_per_minute:.0f} | {host} |")
     return "\n".join(lines + [""] + [f"![{Path(f).stem}]({Path(f).name})" for f in figures]) + "\n"
 
 

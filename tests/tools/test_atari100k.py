@@ -75,6 +75,8 @@ def test_report_from_two_real_runs(two_runs: Path, tmp_path: Path):
         assert run.host["cpu"] and run.host["usable_cpus"] >= 1  # the start record's hardware
         assert [m[0] for m in run.milestones][:3] == [10, 20, 30]  # every max(10, 160 / 20) env steps
         assert all(b[1] >= a[1] for a, b in zip(run.milestones, run.milestones[1:], strict=False))
+        last = run.milestones[-1]
+        assert run.env_steps_per_minute == pytest.approx(last[0] / last[1])
     report = a100k.write_report(runs, tmp_path / "report")
     text = report.read_text()
     row = a100k.game_rows(runs)[0]
