@@ -53,6 +53,9 @@ TINY = ["model.channels=8", "model.reduced_channels=4", "model.lstm_hidden=16", 
         "env.frame_size=48", "train.device=cpu"]
 
 
+STOP_GRACE_S = 100.0  # seconds a SIGINTed run may take to stop (the trainer gets up to 90 s for its checkpoint)
+
+
 class Sizes:
     """What each section measures: the real sizes on a GPU, tiny ones for `--cpu`."""
 
@@ -211,8 +214,12 @@ def training_section(sizes: Sizes, out: Path, seconds: float) -> dict[str, Any]:
         try:
             process.wait(timeout=max(5.0, seconds))
         except subprocess.TimeoutExpired:
-            process.send_signal(signal.SIGINT)
-            process.wait(timeout=120)
+            process.send_signal(signal.SIGINT)  # a clean stop: final checkpoint, shared memory removed
+            try:
+                process.wait(timeout=STOP_GRACE_S)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
     try:
         run = load_run(run_dir)
     except Exception as e:  # noqa: BLE001 - a run that never evaluated is a result to report, not a crash
@@ -280,7 +287,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"[gpu_check] {name} ({time.time() - t:.1f} s): {json.dumps(results[name])}", flush=True)
     if device.type == "cuda":
         torch.cuda.empty_cache()  # the training run's processes get the GPU memory the sections cached
-    remaining = args.minutes * 60 - (time.time() - start) - 60  # a minute for stopping, the final write and plot
+    remaining = args.minutes * 60 - (time.time() - start) - STOP_GRACE_S - 15  # stopping, the final write and plot
     results["training"] = training_section(sizes, args.out, 40.0 if args.cpu else remaining)
     results["elapsed_s"] = time.time() - start
     (args.out / "gpu_check.json").write_text(json.dumps(results, indent=2))
