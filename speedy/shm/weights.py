@@ -140,6 +140,8 @@ class WeightSlot:
         off = int(seg.meta["data_off"])
         self._bufs = [seg.ndarray(np.uint8, off + k * stride, self.nbytes) for k in range(N_BUFFERS)]
         self._row = -1  # this instance's reader row, claimed at its first read
+        # held open for the reader-table lock: the name may be unlinked (run stopping) before a first read
+        self._lock_fd = os.open(seg.path, os.O_RDONLY | os.O_CLOEXEC)
 
     @classmethod
     def create(cls, run_id: str, name: str, size: int | WeightLayout) -> WeightSlot:
@@ -227,9 +229,8 @@ class WeightSlot:
     def _claim_row(self) -> int:
         """Claim a free row of the reader table (under an flock of the segment file: rare)."""
         me = os.getpid()
-        fd = os.open(self.seg.path, os.O_RDWR)
+        fcntl.flock(self._lock_fd, fcntl.LOCK_EX)
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX)
             table, table_f = self._table, self._table.view(np.float64)
             for row in range(MAX_READERS):
                 pid = int(table[row, 1])
@@ -239,7 +240,7 @@ class WeightSlot:
                     table[row, 1] = me
                     return row
         finally:
-            os.close(fd)  # releases the lock
+            fcntl.flock(self._lock_fd, fcntl.LOCK_UN)
         raise RuntimeError(f"weight slot {self.seg.path.name}: all {MAX_READERS} reader rows are taken "
                            f"by live readers; close() readers that are done")
 
@@ -291,4 +292,7 @@ class WeightSlot:
                 self._table[self._row, 1] = 0
             self._row = -1
         del self._ctrl, self._ctrl_f, self._table, self._seq, self._ver, self._bufs
+        if self._lock_fd >= 0:
+            os.close(self._lock_fd)
+            self._lock_fd = -1
         self.seg.close()

@@ -124,3 +124,16 @@ def test_reader_rows_are_reused_after_close_and_after_death(run_id, ctx):
     for r in [*readers, extra, late]:
         r.close()
     slot.close()
+
+
+def test_a_first_read_works_after_the_name_was_unlinked(run_id):
+    """A run stopping by Ctrl-C unlinks its segments at once; a role's first read of a slot it attached earlier
+    (the trainer's final checkpoint reads the target slot) must still work."""
+    slot = WeightSlot.create(run_id, "w", 64)
+    slot.publish(np.full(8, 4, np.int64), 4)
+    reader = WeightSlot.attach(run_id, "w")
+    slot.seg.unlink()
+    out = np.empty(8, np.int64)
+    assert reader.read_into(out) == 4 and (out == 4).all()
+    reader.close()
+    slot.close()
