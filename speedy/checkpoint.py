@@ -118,6 +118,9 @@ def load_checkpoint(path: str | Path, device: torch.device | str = "cpu",
     path = Path(path)
     if not path.exists():
         raise CheckpointError(f"checkpoint {path} does not exist")
+    if not zipfile.is_zipfile(path):  # torch.save writes a zip archive; a cut or foreign file is not one
+        raise CheckpointError(f"checkpoint {path} is truncated or corrupt (not a torch.save archive, "
+                              f"{path.stat().st_size} bytes)")
     try:
         record = torch.load(path, map_location=device, weights_only=True)
     except pickle.UnpicklingError as e:
