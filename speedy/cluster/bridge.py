@@ -72,11 +72,12 @@ def unpack(data: torch.Tensor, lengths: torch.Tensor) -> list[memoryview]:
 
 def deliver(channel: str, data: torch.Tensor, lengths: torch.Tensor, accept_s: float) -> int:
     """RPC target: write the records into the local ring of `channel`, in order, as many as fit within `accept_s`
-    seconds; returns how many were written (the caller re-sends the rest). A local consumer that closed its end or
+    seconds; returns how many were written (the caller re-sends the rest), or −1 if this node has no such channel
+    (yet). A local consumer that closed its end or
     died (the agent restarts it) takes nothing for now: that is this node's business, not a network failure."""
     writer = _INBOUND.get(channel)
     if writer is None:
-        raise BridgeError(f"no channel {channel!r} on this node")
+        return -1  # not registered (yet): the node is still starting; the sender retries, then gives up
     records = unpack(data, lengths)
     deadline = time.monotonic() + accept_s
     for i, record in enumerate(records):
@@ -109,6 +110,7 @@ class Forwarder:
         self.stats = ForwarderStats()
         self.lost: Exception | None = None
         self.finished = False  # True once the local ring's writer closed and everything it wrote was delivered
+        self._unknown_since = 0.0  # when the peer first answered that it has no such channel (still starting)
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name=f"forward-{channel}->{peer}", daemon=True)
 
@@ -122,13 +124,21 @@ class Forwarder:
         self._thread.join(timeout)
 
     def send_now(self, records: list[bytes]) -> list[bytes]:
-        """One call: deliver `records`; returns those the peer had no room for. Raises on RPC failure."""
+        """One call: deliver `records`; returns those the peer had no room for. Raises on RPC failure, and
+        BridgeError once the peer has gone `timeout_s` without registering the channel."""
         from torch.distributed import rpc
 
         data, lengths = pack(records)
         taken = rpc.rpc_sync(self.peer, deliver, args=(self.channel, data, lengths, self.accept_s),
                              timeout=self.timeout_s)
         self.stats.calls += 1
+        if taken < 0:
+            self._unknown_since = self._unknown_since or time.monotonic()
+            if time.monotonic() - self._unknown_since > self.timeout_s:
+                raise BridgeError(f"node {self.peer} has had no channel {self.channel!r} for {self.timeout_s} s")
+            time.sleep(0.1)
+            return records
+        self._unknown_since = 0.0
         self.stats.records += taken
         self.stats.bytes += sum(len(r) for r in records[:taken])
         return records[taken:]
@@ -213,16 +223,22 @@ def register_service(name: str, fn: Callable[..., object]) -> None:
         _SERVICES[name] = fn
 
 
+class ServiceNotReadyError(BridgeError):
+    """The peer answered but offers no such service (yet): it is probably still starting."""
+
+
 def serve(name: str, *args: object) -> object:
-    """RPC target: run this node's service `name`."""
+    """RPC target: run this node's service `name`; None if there is no such service (yet)."""
     fn = _SERVICES.get(name)
-    if fn is None:
-        raise BridgeError(f"no service {name!r} on this node")
-    return fn(*args)
+    return None if fn is None else fn(*args)
 
 
 def call(peer: str, name: str, *args: object, timeout_s: float = 30.0) -> object:
-    """Run service `name` on node `peer` and return its result (raises on failure or past `timeout_s`)."""
+    """Run service `name` on node `peer` and return its result. Raises ServiceNotReadyError if the peer has no such
+    service (yet), and RPC's error on failure or past `timeout_s`."""
     from torch.distributed import rpc
 
-    return rpc.rpc_sync(peer, serve, args=(name, *args), timeout=timeout_s)
+    result = rpc.rpc_sync(peer, serve, args=(name, *args), timeout=timeout_s)
+    if result is None:
+        raise ServiceNotReadyError(f"node {peer} offers no service {name!r} (yet)")
+    return result

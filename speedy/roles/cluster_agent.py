@@ -171,9 +171,14 @@ class ReanalysisLink:
             self.head_lost = err
 
     def _pull_loop(self, slots: dict[str, WeightSlot], stores: list[FrameStore], board: Board) -> None:
+        started = time.monotonic()
         while not self._stop.is_set() and self.head_lost is None:
             try:
                 self.pull_once(slots, stores, board)
+            except bridge.ServiceNotReadyError as err:  # node 0 is still starting: wait for it, within the deadline
+                if time.monotonic() - started > self.spec.rpc_timeout_s:
+                    self.head_lost = err
+                    return
             except Exception as err:  # noqa: BLE001 - node 0 gone or hung: this node stops
                 self.head_lost = err
                 return

@@ -83,8 +83,7 @@ def test_pack_unpack_and_deliver_take_what_fits(tmp_path):
         reader = ring.reader()
         assert reader.get_bytes() == big[0] and reader.get_bytes() == big[1]
         assert deliver("in", *pack(big[2:]), 0.05) == 2
-        with pytest.raises(BridgeError, match="no channel 'out'"):
-            deliver("out", *pack(big), 0.05)
+        assert deliver("out", *pack(big), 0.05) == -1  # no such channel (yet): the sender retries
     finally:
         unregister_inbound("in")
         ring.close()
