@@ -23,7 +23,6 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-import numpy as np
 import torch
 
 from speedy.shm.ring import RingError, RingReader, RingWriter
@@ -168,21 +167,6 @@ class Forwarder:
         self.stats.dropped += dropped
         if self.on_lost is not None:
             self.on_lost(self.peer, err)
-
-
-def peer_alive_check(names: Sequence[str], timeout_s: float) -> dict[str, bool]:
-    """Ping each node agent with a no-op call within `timeout_s`: {name: answered}."""
-    from torch.distributed import rpc
-
-    futures = {name: rpc.rpc_async(name, np.int64, args=(0,), timeout=timeout_s) for name in names}
-    alive = {}
-    for name, future in futures.items():
-        try:
-            future.wait()
-            alive[name] = True
-        except Exception:  # noqa: BLE001 - any failure means: not reachable within the deadline
-            alive[name] = False
-    return alive
 
 
 _EVENTS: dict[str, threading.Event] = {}

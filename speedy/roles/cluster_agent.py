@@ -86,8 +86,7 @@ class HeadLink:
         return roles
 
     def start(self, run_id: str, owned: list, board: Board) -> None:
-        slots = {h.seg.path.name.rsplit("_", 1)[-1]: h for h in owned if isinstance(h, WeightSlot)}
-        stores = [h for h in owned if isinstance(h, FrameStore)]
+        slots, stores = _slots_and_stores(owned)
         bridge.register_service("weights", lambda name, have: _weights_reply(slots[name], have))
         bridge.register_service("frames", lambda i, first, most: _frames_reply(stores[i], first, most))
         bridge.register_service("counters", lambda: _counters(board))
@@ -111,6 +110,12 @@ class HeadLink:
         for rank in sorted(set(self.remote().values())):
             if f"node{rank}" not in self.lost:
                 bridge.notify_peer(f"node{rank}", "stop", 5.0)
+
+
+def _slots_and_stores(owned: list) -> tuple[dict[str, WeightSlot], list[FrameStore]]:
+    """The node's weight slots by name ('weights', 'target') and its frame stores in actor order."""
+    slots = {h.seg.path.name.rsplit("_", 1)[-1]: h for h in owned if isinstance(h, WeightSlot)}
+    return slots, [h for h in owned if isinstance(h, FrameStore)]
 
 
 def _weights_reply(slot: WeightSlot, have: int) -> tuple[int, torch.Tensor]:
@@ -160,8 +165,7 @@ class ReanalysisLink:
             reader = Ring.attach(run_id, f"batches.{j}").reader()
             self.forwarders.append(bridge.Forwarder(reader, HEAD, f"batches.{j}", self.spec.rpc_timeout_s, batch=4,
                                                     on_lost=self._lost).start())
-        slots = {h.seg.path.name.rsplit("_", 1)[-1]: h for h in owned if isinstance(h, WeightSlot)}
-        stores = [h for h in owned if isinstance(h, FrameStore)]
+        slots, stores = _slots_and_stores(owned)
         self._puller = threading.Thread(target=self._pull_loop, args=(slots, stores, board), daemon=True,
                                         name="pull-from-head")
         self._puller.start()

@@ -51,11 +51,6 @@ def make_message(i: int, size: int) -> codec.Message:
                          {"x": data})
 
 
-def message_bytes(size: int) -> int:
-    """Upper bound of the encoded bytes of a `make_message` with a `size`-byte payload."""
-    return codec.plan(make_message(2**40, size).fields, make_message(0, size).arrays).size_bound
-
-
 def intact(msg: codec.Message) -> bool:
     """True if the message's payload still matches its digest and sequence number."""
     data = msg.arrays.get("x")

@@ -64,6 +64,13 @@ def log_of(tmp_path: Path, rank: int) -> str:
     return (tmp_path / f"node{rank}.log").read_text(errors="replace")
 
 
+def wait_for_line(tmp_path: Path, rank: int, text: str, deadline: float) -> None:
+    """Poll node `rank`'s log until it contains `text` (AssertionError with the log's tail at `deadline`)."""
+    while text not in log_of(tmp_path, rank):
+        assert time.monotonic() < deadline, log_of(tmp_path, rank)[-3000:]
+        time.sleep(1.0)
+
+
 def batches_made(path: Path) -> int:
     records = read_metrics(path) if path.exists() else []
     return int(max((r.get("items", 0) for r in records), default=0))
@@ -103,12 +110,8 @@ def test_a_lost_reanalysis_node_does_not_stop_training(tmp_path):
             time.sleep(1.0)
         kill_node(nodes[2])
         deadline = time.monotonic() + 300
-        while "lost nodes:" not in log_of(tmp_path, 0):
-            assert time.monotonic() < deadline, log_of(tmp_path, 0)[-3000:]
-            time.sleep(1.0)
-        while "[node1] stopped: node0 ended the run" not in log_of(tmp_path, 1):
-            assert time.monotonic() < deadline, log_of(tmp_path, 1)[-3000:]
-            time.sleep(1.0)
+        wait_for_line(tmp_path, 0, "lost nodes:", deadline)
+        wait_for_line(tmp_path, 1, "[node1] stopped: node0 ended the run", deadline)
     finally:
         for node in nodes:
             if node.poll() is None:
