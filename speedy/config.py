@@ -226,6 +226,9 @@ class RolesConfig:
     refreshers: int = 0  # priority refreshers; 0 = auto (one when cores allow), -1 = none
     search_groups: int = 2  # env groups per actor searched in turn, so inference and tree work overlap
     batches_in_flight: int = 2  # batches each reanalyzer works on at once
+    # On a GPU: the share of its memory the inference processes (actors, reanalyzers, refreshers, evaluator) split
+    # between them, each capping its PyTorch allocator at its part; the trainer keeps the rest.
+    inference_gpu_share: float = 0.5
     refresh_chunk: int = 1024  # positions per refresh request
     max_restarts: int = 3  # restarts of one role before the run stops
     trainer_threads: int = 0  # torch threads of the trainer; 0 = auto (the cores the other roles leave; 2 on a GPU)
@@ -240,6 +243,7 @@ class RolesConfig:
         _check(self.search_groups >= 1, "roles.search_groups", self.search_groups, ">= 1")
         _check(self.batches_in_flight >= 1, "roles.batches_in_flight", self.batches_in_flight, ">= 1")
         _check(self.refresh_chunk >= 1, "roles.refresh_chunk", self.refresh_chunk, ">= 1")
+        _check(0 < self.inference_gpu_share < 1, "roles.inference_gpu_share", self.inference_gpu_share, "in (0, 1)")
         _check(self.max_restarts >= 0, "roles.max_restarts", self.max_restarts, ">= 0")
         _check(self.trainer_threads >= 0, "roles.trainer_threads", self.trainer_threads, ">= 0 (0 = auto)")
         for key in ("slow_reanalyzer_s", "slow_actor_env_s", "slow_trainer_s"):

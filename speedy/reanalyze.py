@@ -23,7 +23,7 @@ from speedy.model import EfficientZeroNet
 from speedy.obs import merge_stack
 from speedy.replay import BlockLayout, ReplayBuffer, SampledPositions
 from speedy.replay.frames import FrameSource
-from speedy.search import ModelSearch, as_tensor
+from speedy.search import INFERENCE_CHUNK, ModelSearch, as_tensor
 from speedy.targets import corrected_td_steps, position_mask, value_prefix_targets, value_targets
 
 
@@ -36,7 +36,7 @@ class ReanalyzeSettings:
     training_steps: int
     dirichlet_alpha: float
     exploration_fraction: float
-    inference_chunk: int = 1024  # observation stacks per target-model forward pass
+    inference_chunk: int = INFERENCE_CHUNK  # observation stacks per target-model forward pass
 
 
 @dataclass

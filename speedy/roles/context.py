@@ -60,6 +60,19 @@ class RoleSpec:
         return self.role if self.role in ("replay", "trainer", "evaluator") else f"{self.role}{self.index}"
 
 
+def inference_memory_fraction(plan: RolePlan, share: float) -> float:
+    """Part of the GPU's memory one inference process (actor, reanalyzer, refresher, evaluator) may hold: the
+    processes split `share`, the trainer keeps the rest."""
+    return share / (plan.actors + plan.reanalyzers + plan.refreshers + 1)
+
+
+def cap_inference_memory(spec: RoleSpec, share: float, device: torch.device) -> None:
+    """On CUDA, cap an inference process's caching allocator at its part of `share` (the allocator frees its cache
+    when it reaches the cap, instead of keeping every batch's peak). The trainer and CPU runs are not capped."""
+    if device.type == "cuda" and spec.role != "trainer":
+        torch.cuda.set_per_process_memory_fraction(inference_memory_fraction(spec.plan, share), device)
+
+
 class RoleContext:
     def __init__(self, spec: RoleSpec) -> None:
         self.spec = spec
@@ -67,6 +80,7 @@ class RoleContext:
         self.task = task_spec(self.config)
         self.layout = block_layout(self.config, self.task)
         self.device = resolve_device(self.config.train.device)
+        cap_inference_memory(spec, self.config.roles.inference_gpu_share, self.device)
         self.board = Board.attach(spec.run_id)
         self.row: RoleRow = self.board.row(spec.name)
         self.row.keep_fresh()

@@ -56,3 +56,26 @@ def test_search_prefers_the_action_with_higher_value():
     model.initial_inference = uniform_root
     out = search.run(np.zeros((2, 4), np.float32), None, seed=0)
     assert np.all(out.visit_counts.argmax(1) == 2)
+
+
+def test_chunked_initial_inference_equals_one_call():
+    """Initial inference in chunks (bounded activation memory) gives the outputs of one call over the batch."""
+    from speedy.search import initial_inference
+
+    search = _search()
+    obs = np.random.default_rng(1).normal(size=(11, 4)).astype(np.float32)
+    with torch.no_grad():
+        whole = search.model.initial_inference(torch.from_numpy(obs))
+    parts = initial_inference(search.model, obs, torch.device("cpu"), chunk=4)
+    for name in ("value", "value_prefix", "policy_logits", "latent", "value_logits"):
+        torch.testing.assert_close(getattr(parts, name), getattr(whole, name))
+    for a, b in zip(parts.lstm_state, whole.lstm_state, strict=True):
+        assert a.shape == b.shape == (1, 11, 8)
+        torch.testing.assert_close(a, b)
+
+
+def test_inference_processes_split_the_gpu_share():
+    """2 actors + 3 reanalyzers + 1 refresher + the evaluator split 0.5 of the GPU: 1/14 each."""
+    from speedy.roles.context import RolePlan, inference_memory_fraction
+
+    assert inference_memory_fraction(RolePlan(actors=2, reanalyzers=3, refreshers=1), 0.5) == 0.5 / 7
