@@ -228,7 +228,7 @@ class RolesConfig:
     batches_in_flight: int = 2  # batches each reanalyzer works on at once
     # On a GPU: the share of its memory the inference processes (actors, reanalyzers, refreshers, evaluator) split
     # between them, each capping its PyTorch allocator at its part; the trainer keeps the rest.
-    inference_gpu_share: float = 0.5
+    inference_gpu_share: float = 0.6
     refresh_chunk: int = 1024  # positions per refresh request
     max_restarts: int = 3  # restarts of one role before the run stops
     trainer_threads: int = 0  # torch threads of the trainer; 0 = auto (the cores the other roles leave; 2 on a GPU)

@@ -75,7 +75,7 @@ def test_chunked_initial_inference_equals_one_call():
 
 
 def test_inference_processes_split_the_gpu_share():
-    """2 actors + 3 reanalyzers + 1 refresher + the evaluator split 0.5 of the GPU: 1/14 each."""
+    """2 actors + 3 reanalyzers + 1 refresher + the evaluator split 0.6 of the GPU: 0.6/7 each."""
     from speedy.roles.context import RolePlan, inference_memory_fraction
 
-    assert inference_memory_fraction(RolePlan(actors=2, reanalyzers=3, refreshers=1), 0.5) == 0.5 / 7
+    assert inference_memory_fraction(RolePlan(actors=2, reanalyzers=3, refreshers=1), 0.6) == 0.6 / 7
