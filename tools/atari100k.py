@@ -36,16 +36,8 @@ from speedy.envs.scores import (  # noqa: E402
     human_normalized_score,
     reference_scores,
 )
+from speedy.learning_report import EvalPoint, eval_curve  # noqa: E402  (one evaluation: env steps, minutes, return)
 from speedy.metrics import read_metrics  # noqa: E402
-
-
-@dataclass
-class EvalPoint:
-    """One evaluation: env steps when its weights were taken, minutes since the run started, mean raw score."""
-
-    env_steps: int
-    minutes: float
-    mean_return: float
 
 
 @dataclass
@@ -115,7 +107,7 @@ def load_run(run_dir: Path) -> RunResult:
     if not evals:
         raise ReportError(f"{run_dir}: no evaluation records (metrics/evaluator.jsonl or metrics/eval.jsonl)")
     t0 = starts[0]["time"] if starts else min(r["time"] for r in evals)
-    curve = [EvalPoint(int(r["env_steps"]), (r["time"] - t0) / 60, float(r["mean_return"])) for r in evals]
+    curve = eval_curve(evals, t0)
     summary = json.loads((run_dir / "summary.json").read_text()) if (run_dir / "summary.json").exists() else {}
     return RunResult(
         run_dir=str(run_dir), game=game, seed=int(config["run"]["seed"]), curve=curve,

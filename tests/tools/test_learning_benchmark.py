@@ -1,0 +1,71 @@
+"""tools/learning_benchmark.py: core sets for --pin, pinning seen by the multi-process plan, and the tool end to end
+on two tiny inline CartPole seeds (table, PNG, then JSON rebuilt with --from-runs)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from speedy.config import build_config
+from speedy.roles.launch import plan_roles
+from tests.tools.conftest import REPO, load_tool
+
+lb = load_tool("learning_benchmark")
+
+TINY = ["run.max_env_steps=600", "train.training_steps=100", "replay.start_env_steps=200", "eval.interval=50",
+        "eval.episodes=2"]
+
+
+def test_core_sets():
+    assert lb.core_sets([3, 0, 1, 2], 2, inline=True) == [[0], [1]]
+    assert lb.core_sets(range(8), 2, inline=False) == [[0, 1, 2, 3], [4, 5, 6, 7]]
+    assert lb.core_sets(range(7), 3, inline=False) == [[0, 1], [2, 3], [4, 5]]
+    with pytest.raises(ValueError, match="3 jobs need at least 3 cores"):
+        lb.core_sets([0, 1], 3, inline=True)
+
+
+def test_pin_narrows_the_plan():
+    before = os.sched_getaffinity(0)
+    try:
+        lb.pin([min(before)])
+        # on one core the trainer gets one thread (the plan sizes itself from the affinity mask)
+        assert plan_roles(build_config("cartpole")).threads["trainer"] == 1
+    finally:
+        os.sched_setaffinity(0, before)
+        lb._PINNED = None
+
+
+def _tool(*args: str) -> str:
+    out = subprocess.run([sys.executable, str(REPO / "tools" / "learning_benchmark.py"), *args], cwd=REPO,
+                         capture_output=True, text=True, timeout=240)
+    assert out.returncode == 0, out.stderr
+    return out.stdout
+
+
+@pytest.mark.timeout(300)
+def test_two_tiny_seeds_end_to_end(tmp_path: Path):
+    root, png = tmp_path / "runs", tmp_path / "curves.png"
+    sets = [a for s in TINY for a in ("--set", s)]
+    text = _tool("--inline", "--seeds", "0", "1", "--jobs", "1", "--threshold", "15", *sets, "--run-root", str(root),
+                 "--png", str(png))
+    assert text.startswith("host: ") and "cartpole (gym:CartPole-v1), threshold 15" in text
+    rows = [line for line in text.splitlines() if line.startswith(("| 0 | inline", "| 1 | inline"))]
+    assert len(rows) == 2 and all(" | 600 | 100 | " in r for r in rows)  # full budget: 600 env, 100 train steps
+    assert "reached " in text and "/2" in text
+    assert png.stat().st_size > 10_000
+    for seed in (0, 1):
+        run = root / f"cartpole-inline-s{seed}"
+        assert json.loads((run / "config.json").read_text())["run"]["stop_eval_return"] == 0.0
+        assert json.loads((run / "benchmark.json").read_text())["threshold"] == 15.0
+    report = json.loads(_tool("--from-runs", str(root), "--json"))  # threshold from benchmark.json
+    assert report["threshold"] == 15.0 and report["host"]["logical_cpus"] >= 1
+    assert [s["seed"] for s in report["seeds"]] == [0, 1] and report["summary"]["seeds"] == 2
+    for seed in report["seeds"]:
+        assert seed["mode"] == "inline" and seed["env_steps"] == 600 and seed["train_steps"] == 100
+        assert len(seed["curve"]) == 3  # at train steps 50 and 100, and the final one
+        assert seed["best_eval"] == max(p["mean_return"] for p in seed["curve"])
