@@ -6,6 +6,10 @@ consistent picture):
   in [0, 2·pad]², i.e. move the picture by −pad … pad pixels per axis (rows/columns clamped at the border);
 - intensity: multiply by 1 + scale · clip(N(0, 1), −2, 2).
 
+Small images (min(H, W) < 32, e.g. MinAtar's 10×10 grids; `speedy.obs.is_small_image`): "auto" leaves the shift
+out. A 4-pixel shift moves a 10×10 grid by 40 %, and replicate padding copies border cells (a paddle in the bottom
+row would appear twice); each cell is an object, not a blurred pixel. An explicit "shift" there moves by ±1 cell.
+
 The trainer augments the frames behind the observation stack at t and, with fresh draws, those behind the
 consistency-target stacks at t+1 … t+K (`speedy.losses.observation_stacks`).
 """
@@ -15,17 +19,23 @@ from __future__ import annotations
 import torch
 
 from speedy.config import AUGMENTATION_SETTINGS
+from speedy.obs import is_small_image
 
 KINDS = ("shift", "intensity")
 SETTINGS = AUGMENTATION_SETTINGS
+SHIFT_PAD = 4  # EfficientZero: ±4 pixels on 96×96 frames
+SMALL_IMAGE_SHIFT_PAD = 1  # ±1 cell, where "shift" is asked for explicitly on a small image
 
 
-def augmentation_kinds(setting: str, is_image: bool) -> tuple[str, ...]:
-    """`train.augmentation` → transforms to apply: 'auto' = shift and intensity for image tasks, none for vectors."""
+def augmentation_kinds(setting: str, is_image: bool, small_image: bool = False) -> tuple[str, ...]:
+    """`train.augmentation` → transforms to apply: 'auto' = shift and intensity for image tasks (intensity only for
+    small images), none for vectors."""
     if setting not in SETTINGS:
         raise ValueError(f"train.augmentation = {setting!r}: expected one of {', '.join(SETTINGS)}")
     if setting == "auto":
-        return KINDS if is_image else ()
+        if not is_image:
+            return ()
+        return ("intensity",) if small_image else KINDS
     kinds = () if setting == "none" else tuple(setting.split("+"))
     if kinds and not is_image:
         raise ValueError(f"train.augmentation = {setting!r} needs image observations; this task's are vectors")
@@ -56,7 +66,7 @@ def random_intensity(frames: torch.Tensor, scale: float, generator: torch.Genera
 class Augmentation:
     """Seeded augmentation on one device: `augment(frames)` with frames (B, T, C, H, W) → same shape and dtype."""
 
-    def __init__(self, kinds: tuple[str, ...], seed: int, device: torch.device, pad: int = 4,
+    def __init__(self, kinds: tuple[str, ...], seed: int, device: torch.device, pad: int = SHIFT_PAD,
                  intensity_scale: float = 0.05) -> None:
         unknown = set(kinds) - set(KINDS)
         if unknown:
@@ -73,3 +83,14 @@ class Augmentation:
         if "intensity" in self.kinds:
             frames = random_intensity(frames, self.intensity_scale, self.generator)
         return frames
+
+
+def build_augmentation(setting: str, observation_shape: tuple[int, ...], seed: int,
+                       device: torch.device) -> Augmentation | None:
+    """The augmentation of `train.augmentation` for network inputs of `observation_shape` ((C·s, H, W) or (D,)),
+    None when it applies no transform; the shift pad is `SHIFT_PAD`, or `SMALL_IMAGE_SHIFT_PAD` on small images."""
+    small = is_small_image(observation_shape)
+    kinds = augmentation_kinds(setting, len(observation_shape) == 3, small)
+    if not kinds:
+        return None
+    return Augmentation(kinds, seed, device, pad=SMALL_IMAGE_SHIFT_PAD if small else SHIFT_PAD)

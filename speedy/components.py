@@ -6,6 +6,7 @@ import dataclasses
 import json
 import time
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -14,7 +15,7 @@ from speedy.envs import env_spec
 from speedy.envs.types import EnvSpec
 from speedy.mcts import SearchConfig
 from speedy.model import EfficientZeroNet, NetworkSpec
-from speedy.obs import stacked_shape
+from speedy.obs import is_small_image, stacked_shape
 from speedy.reanalyze import ReanalyzeSettings
 from speedy.replay import BlockLayout
 from speedy.targets import visit_temperature
@@ -23,7 +24,16 @@ ATARI_FRAME_SKIP = 4
 
 
 def task_spec(config: Config) -> EnvSpec:
-    return env_spec(config.env.id, frame_size=config.env.frame_size)
+    """The task's `EnvSpec` with the run's frame size and frame stack (`env.frame_stack`, 0 = the task's default)."""
+    return env_spec(config.env.id, frame_size=config.env.frame_size, frame_stack=config.env.frame_stack or None)
+
+
+def env_options(config: Config) -> dict[str, Any]:
+    """Keyword arguments of `make_vector_env` from the run's `env` settings (sticky actions, frame size and stack,
+    episode caps), so that every role's environments match `task_spec(config)`."""
+    e = config.env
+    return dict(sticky_action_prob=e.sticky_action_prob, frame_size=e.frame_size, frame_stack=e.frame_stack or None,
+                max_frames_train=e.max_frames_train, max_frames_eval=e.max_frames_eval)
 
 
 def resolve_device(name: str) -> torch.device:
@@ -42,9 +52,13 @@ def agent_discount(config: Config, spec: EnvSpec) -> float:
 
 
 def network_spec(config: Config, spec: EnvSpec) -> NetworkSpec:
+    """The network for this task: input (C·stack, H, W) or (stack·D,) from the spec, sizes from `model`; an image
+    keeps its grid (no downsampling stem) when `model.downsample` says "none", or "auto" and the frame is small."""
     m = config.model
+    observation_shape = stacked_shape(spec.frame_shape, spec.frame_stack)
+    small = is_small_image(observation_shape)
     return NetworkSpec(
-        observation_shape=stacked_shape(spec.frame_shape, spec.frame_stack),
+        observation_shape=observation_shape,
         num_actions=spec.num_actions,
         support_size=m.support_size,
         channels=m.channels,
@@ -57,6 +71,7 @@ def network_spec(config: Config, spec: EnvSpec) -> NetworkSpec:
         pred_hidden=m.pred_hidden,
         mlp_latent=m.mlp_latent,
         mlp_hidden=tuple(m.mlp_hidden),
+        downsample=m.downsample == "efficientzero" or (m.downsample == "auto" and not small),
     )
 
 

@@ -20,6 +20,7 @@ from typing import Any
 
 PRESET_DIR = Path(__file__).parent / "presets"
 AUGMENTATION_SETTINGS = ("auto", "none", "shift", "intensity", "shift+intensity")
+DOWNSAMPLE_SETTINGS = ("auto", "efficientzero", "none")
 
 
 class ConfigError(ValueError):
@@ -33,6 +34,8 @@ class EnvConfig:
     sticky_action_prob: float = 0.0  # 0.25 for the v5 protocol
     max_frames_train: int = 12_000  # raw frames per training episode
     max_frames_eval: int = 108_000  # raw frames per evaluation episode
+    # Frames per network input; 0 = the task's default: 4 for Atari and gym image observations, 1 for vectors.
+    frame_stack: int = 0
 
     def validate(self) -> None:
         _check(self.id.startswith(("atari:", "gym:")), "env.id", self.id, "'atari:<Game>' or 'gym:<env id>'")
@@ -40,6 +43,7 @@ class EnvConfig:
         _check(0.0 <= self.sticky_action_prob < 1.0, "env.sticky_action_prob", self.sticky_action_prob, "in [0, 1)")
         _check(self.max_frames_train > 0, "env.max_frames_train", self.max_frames_train, "> 0")
         _check(self.max_frames_eval > 0, "env.max_frames_eval", self.max_frames_eval, "> 0")
+        _check(self.frame_stack >= 0, "env.frame_stack", self.frame_stack, ">= 0 (0 = the task's default)")
 
 
 @dataclass
@@ -58,6 +62,10 @@ class ModelConfig:
     pred_hidden: int = 512
     mlp_latent: int = 128
     mlp_hidden: list[int] = field(default_factory=lambda: [128])
+    # Image tasks: "efficientzero" = EfficientZero's stem, 16× smaller (96 → 6); "none" = a stride-1 3×3 conv, the
+    # image's grid kept (EfficientZero's code without `downsample`); "auto" = the stem for frames of >= 32 px, none
+    # below (MinAtar's 10×10 would shrink to 1×1).
+    downsample: str = "auto"
 
     def validate(self) -> None:
         _check(self.support_size >= 1, "model.support_size", self.support_size, ">= 1")
@@ -66,6 +74,8 @@ class ModelConfig:
             _check(getattr(self, key) >= 1, f"model.{key}", getattr(self, key), ">= 1")
         _check(self.channels % 2 == 0, "model.channels", self.channels, "an even number")
         _check(self.norm in ("batch", "layer"), "model.norm", self.norm, "'batch' or 'layer'")
+        _check(self.downsample in DOWNSAMPLE_SETTINGS, "model.downsample", self.downsample,
+               f"one of {', '.join(repr(d) for d in DOWNSAMPLE_SETTINGS)}")
 
 
 @dataclass
@@ -138,7 +148,8 @@ class TrainConfig:
     env_steps_per_train_step: float = 1.0  # data/update ratio bound; 0 = unbounded
     device: str = "auto"  # "auto" | "cpu" | "cuda" | "cuda:N"
     # EfficientZero's augmentation of the training and consistency-target stacks (speedy/augment.py): "auto" = shift
-    # and intensity for image tasks, none for vector tasks; or "none", "shift", "intensity", "shift+intensity".
+    # and intensity for image tasks (intensity only for frames under 32 px, e.g. MinAtar's 10×10), none for vector
+    # tasks; or "none", "shift", "intensity", "shift+intensity".
     augmentation: str = "auto"
     # EfficientZero masks the value and value-prefix losses past the episode end (k > valid steps); false trains
     # them there too (value → 0, value prefix → unchanged: no reward after the end).

@@ -6,6 +6,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from speedy.components import env_options
 from speedy.config import Config
 from speedy.envs import make_vector_env
 from speedy.envs.scores import human_normalized_score
@@ -31,8 +32,7 @@ def make_eval_env(config: Config, episodes: int, seed: int | None = None) -> Vec
     """The evaluation protocol's environments: min(episodes, 8) games in parallel, raw score, no episodic life,
     `env.max_frames_eval` raw frames per game (108k in the protocol), the run's sticky-action setting."""
     return make_vector_env(config.env.id, min(episodes, 8), seed=config.run.seed + 10_000 if seed is None else seed,
-                           mode="eval", sticky_action_prob=config.env.sticky_action_prob,
-                           frame_size=config.env.frame_size, max_frames_eval=config.env.max_frames_eval)
+                           mode="eval", **env_options(config))
 
 
 def evaluate(env: VectorEnv, search: ModelSearch, episodes: int, seed: int,

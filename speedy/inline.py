@@ -23,6 +23,7 @@ from speedy.checkpoint import save_checkpoint
 from speedy.components import (
     block_layout,
     build_model,
+    env_options,
     frame_store_capacity,
     reanalyze_settings,
     resolve_device,
@@ -81,8 +82,7 @@ def run_inline(config: Config, run_dir: Path, log: bool = True) -> RunSummary:
                                frame_store_capacity(config, layout, config.actor.num_envs))
     source = FrameSource([frames])
     replay = ReplayBuffer(layout, config.replay.capacity, config.replay.alpha, config.replay.priority_eps)
-    env_kwargs = dict(sticky_action_prob=config.env.sticky_action_prob, frame_size=config.env.frame_size,
-                      max_frames_train=config.env.max_frames_train, max_frames_eval=config.env.max_frames_eval)
+    env_kwargs = env_options(config)
     train_env = make_vector_env(config.env.id, config.actor.num_envs, seed=config.run.seed, mode="train",
                                 **env_kwargs)
     eval_env = make_vector_env(config.env.id, min(config.eval.episodes, 8), seed=config.run.seed + 10_000,

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from speedy.augment import Augmentation, augmentation_kinds
+from speedy.augment import build_augmentation
 from speedy.config import Config
 from speedy.losses import LossWeights, TrainingBatch, unroll_loss
 from speedy.model import EfficientZeroNet
@@ -40,8 +40,7 @@ class Learner:
         self.loss_weights = LossWeights(t.value_prefix_loss_weight, t.value_loss_weight, t.policy_loss_weight,
                                         t.consistency_loss_weight)
         self.warmup_steps = int(t.lr_warmup_fraction * t.training_steps)  # EfficientZero: 1% of 100k
-        kinds = augmentation_kinds(t.augmentation, model.spec.is_image)
-        self.augment = Augmentation(kinds, config.run.seed + 31, device) if kinds else None
+        self.augment = build_augmentation(t.augmentation, model.spec.observation_shape, config.run.seed + 31, device)
         self.step = 0
 
     def _autocast(self) -> contextlib.AbstractContextManager:

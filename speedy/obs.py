@@ -20,6 +20,14 @@ def merge_stack(frames: Array) -> Array:
     return frames.reshape(shape[0], -1)  # type: ignore[attr-defined]
 
 
+SMALL_IMAGE_SIDE = 32  # pixels: below this an image keeps its grid (no downsampling) and is not shifted
+
+
+def is_small_image(shape: tuple[int, ...]) -> bool:
+    """True for a (C, H, W) frame or stack with min(H, W) < `SMALL_IMAGE_SIDE` (MinAtar's 10×10; not Atari's 96²)."""
+    return len(shape) == 3 and min(shape[1:]) < SMALL_IMAGE_SIDE
+
+
 def stacked_shape(frame_shape: tuple[int, ...], frame_stack: int) -> tuple[int, ...]:
     """Network input shape for one observation stack."""
     return (frame_stack * frame_shape[0], *frame_shape[1:])

@@ -14,7 +14,7 @@ def env_spec(env_id: str, frame_size: int = 96, frame_stack: int | None = None) 
     """Spec of a task given any accepted id ("Breakout", "ALE/Breakout-v5", "CartPole-v1", ...).
 
     frame_size: side of the square Atari frame in pixels (ignored for gym tasks).
-    frame_stack: frames per network input; default 4 for Atari, 1 for vector observations.
+    frame_stack: frames per network input; default 4 for Atari and gym image observations, 1 for vectors.
     """
     resolved = resolve_env_id(env_id)
     if resolved.kind == "atari":
@@ -24,7 +24,7 @@ def env_spec(env_id: str, frame_size: int = 96, frame_stack: int | None = None) 
                 raise ValueError(f"frame_stack must be >= 1, got {frame_stack}")
             spec = EnvSpec(**{**spec.__dict__, "frame_stack": frame_stack})
         return spec
-    return gym_spec(resolved.name, 1 if frame_stack is None else frame_stack)
+    return gym_spec(resolved.name, frame_stack)
 
 
 def make_vector_env(
@@ -45,8 +45,8 @@ def make_vector_env(
     mode "train": Atari with episodic life and sign-clipped rewards, cap `max_frames_train` raw frames;
     mode "eval": raw scores, no episodic life, cap `max_frames_eval` raw frames. For gym tasks the caps
     count agent steps, training episodes run to `max_frames_train` in place of the env's registered time limit
-    (which evaluation keeps; see speedy/envs/gym_env.py), and `sticky_action_prob` / `num_threads` /
-    `frame_size` are ignored.
+    (which evaluation keeps; see speedy/envs/gym_env.py), `sticky_action_prob` goes to MinAtar's games (others
+    ignore it), and `num_threads` / `frame_size` are ignored.
     The env is not reset here (an Atari reset with a seed reloads every ROM, ~0.1 s per env): call
     `env.reset(seed)` to get the first frames; `seed` is kept as `env.seed` for that purpose. The same
     seed reproduces the same no-op starts and (with sticky actions) the same action repeats.
@@ -67,5 +67,6 @@ def make_vector_env(
             seed=seed,
         )
     else:
-        env = GymVecEnv(spec, num_envs, max_frames=max_frames, seed=seed, registered_time_limit=mode == "eval")
+        env = GymVecEnv(spec, num_envs, max_frames=max_frames, seed=seed, registered_time_limit=mode == "eval",
+                        sticky_action_prob=sticky_action_prob)
     return env

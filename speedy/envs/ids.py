@@ -2,7 +2,8 @@
 
 Accepted Atari spellings (all → ROM "breakout"): "Breakout", "breakout", "BreakoutNoFrameskip-v4",
 "ALE/Breakout-v5", "atari:breakout". Gymnasium: any registered id, e.g. "CartPole-v1" or
-"gym:CartPole-v1". Unknown ids raise ValueError with the closest valid names.
+"gym:CartPole-v1"; MinAtar's "MinAtar/<Game>-v1" ids are registered on first use (speedy/envs/minatar_env.py).
+Unknown ids raise ValueError with the closest valid names.
 """
 
 from __future__ import annotations
@@ -11,6 +12,8 @@ import difflib
 import functools
 import re
 from dataclasses import dataclass
+
+from speedy.envs.minatar_env import register_minatar
 
 _ATARI_SUFFIX = re.compile(r"(NoFrameskip|Deterministic)?(-v\d+)?$")
 
@@ -90,6 +93,7 @@ def resolve_env_id(env_id: str) -> ResolvedId:
         raise ValueError(f"env_id must be a non-empty string, got {env_id!r}")
     env_id = env_id.strip()
     prefix, sep, rest = env_id.partition(":")
+    register_minatar(rest if sep and prefix == "gym" else env_id)
     if sep and prefix in ("atari", "gym"):
         if prefix == "atari":
             rom = atari_rom_name(rest)

@@ -19,9 +19,10 @@ class EnvSpec:
 
     env_id: canonical id, "atari:<rom>" (e.g. "atari:breakout") or "gym:<id>" (e.g. "gym:CartPole-v1").
     kind: "atari" or "gym".
-    frame_shape: shape of one frame: (3, H, W) channels-first for Atari, (D,) for vector observations.
-    frame_dtype: np.uint8 for Atari, np.float32 for vector observations.
-    frame_stack: how many consecutive frames form one network input (4 for Atari, 1 for vectors).
+    frame_shape: shape of one frame: (C, H, W) channels-first for images (Atari: C = 3 RGB; gym image
+        observations, e.g. MinAtar's (4, 10, 10)), (D,) for vector observations.
+    frame_dtype: np.uint8 for images (the conv network divides by 255), np.float32 for vector observations.
+    frame_stack: how many consecutive frames form one network input (default 4 for images, 1 for vectors).
     num_actions: size of the discrete action set (Atari: the game's minimal action set).
     action_meanings: one name per action index, e.g. ("NOOP", "FIRE", "RIGHT", "LEFT").
     """

@@ -1,7 +1,8 @@
 """The EfficientZero network: representation, dynamics with value-prefix LSTM, prediction, SimSiam heads.
 
-Two bodies share one interface: `ConvBody` for Atari frames (DESIGN.md §3: stem to 64×6×6, one residual block per
-function) and `MlpBody` for vector observations (CartPole). Shapes, with B = batch, A = actions, L = LSTM width,
+Two bodies share one interface: `ConvBody` for images (Atari, DESIGN.md §3: stem to 64×6×6, one residual block per
+function; small images such as MinAtar's 10×10 without the downsampling stem) and `MlpBody` for vector observations
+(CartPole). Shapes, with B = batch, A = actions, L = LSTM width,
 V = 2·support_size + 1 bins:
 
 - `initial_inference(obs)`: obs (B, C·stack, H, W) uint8 or (B, stack·D) float → `InferenceOutput` with
@@ -39,6 +40,7 @@ class NetworkSpec:
     pred_hidden: int = 512
     mlp_latent: int = 128  # vector observations only
     mlp_hidden: tuple[int, ...] = (128,)  # vector observations only
+    downsample: bool = True  # images only: EfficientZero's 16× stem (True) or a stride-1 conv keeping H × W
 
     @property
     def is_image(self) -> bool:
@@ -109,38 +111,45 @@ class ResidualBlock(nn.Module):
 
 
 class ConvBody(nn.Module):
-    """Atari body: (B, C·stack, 96, 96) uint8 → latent (B, 64, 6, 6)."""
+    """Image body: (B, C·stack, H, W) uint8 (or float in 0…255) → latent (B, c, h, w), c = `spec.channels`.
+
+    With `spec.downsample` (Atari): EfficientZero's stem, h = ⌈H/16⌉ (96 → 6). Without (small images): a 3×3 conv,
+    BatchNorm and ReLU at stride 1, as EfficientZero's code when `downsample` is off: h, w = H, W.
+    """
 
     def __init__(self, spec: NetworkSpec) -> None:
         super().__init__()
         c = spec.channels
         in_channels = spec.observation_shape[0]
-        self.stem = nn.Sequential(
-            nn.Conv2d(in_channels, c // 2, 3, 2, 1, bias=False),
-            nn.BatchNorm2d(c // 2),
-            nn.ReLU(),
-            ResidualBlock(c // 2, c // 2),
-            ResidualBlock(c // 2, c, stride=2),
-            ResidualBlock(c, c),
-            nn.AvgPool2d(3, 2, 1),
-            ResidualBlock(c, c),
-            nn.AvgPool2d(3, 2, 1),
-        )
+        if spec.downsample:
+            self.stem = nn.Sequential(
+                nn.Conv2d(in_channels, c // 2, 3, 2, 1, bias=False),
+                nn.BatchNorm2d(c // 2),
+                nn.ReLU(),
+                ResidualBlock(c // 2, c // 2),
+                ResidualBlock(c // 2, c, stride=2),
+                ResidualBlock(c, c),
+                nn.AvgPool2d(3, 2, 1),
+                ResidualBlock(c, c),
+                nn.AvgPool2d(3, 2, 1),
+            )
+        else:
+            self.stem = nn.Sequential(nn.Conv2d(in_channels, c, 3, 1, 1, bias=False), nn.BatchNorm2d(c), nn.ReLU())
         self.representation_block = ResidualBlock(c, c)
         self.dynamics_conv = nn.Conv2d(c + 1, c, 3, 1, 1, bias=False)
         self.dynamics_bn = nn.BatchNorm2d(c)
         self.dynamics_block = ResidualBlock(c, c)
         self.prediction_block = ResidualBlock(c, c)
         self.num_actions = spec.num_actions
-        side = _stem_side(spec.observation_shape[1])
-        self.latent_shape = (c, side, side)
+        height, width = (_stem_side(side) if spec.downsample else side for side in spec.observation_shape[1:])
+        self.latent_shape = (c, height, width)
         self.reward_in = nn.Sequential(nn.Conv2d(c, spec.reduced_channels, 1), nn.BatchNorm2d(spec.reduced_channels),
                                        nn.ReLU(), nn.Flatten())
         self.value_in = nn.Sequential(nn.Conv2d(c, spec.reduced_channels, 1), nn.BatchNorm2d(spec.reduced_channels),
                                       nn.ReLU(), nn.Flatten())
         self.policy_in = nn.Sequential(nn.Conv2d(c, spec.reduced_channels, 1), nn.BatchNorm2d(spec.reduced_channels),
                                        nn.ReLU(), nn.Flatten())
-        self.head_in_features = spec.reduced_channels * side * side
+        self.head_in_features = spec.reduced_channels * height * width
 
     def represent(self, obs: torch.Tensor) -> torch.Tensor:
         return self.representation_block(self.stem(obs.float() / 255.0))

@@ -13,7 +13,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
-from speedy.components import search_config, self_play_temperature
+from speedy.components import env_options, search_config, self_play_temperature
 from speedy.envs import make_vector_env
 from speedy.mcts import dirichlet_noise, sample_actions, visit_distribution
 from speedy.roles.context import Periodic, RoleContext
@@ -59,9 +59,8 @@ async def run_actor(ctx: RoleContext) -> None:
     sizes = np.diff(np.linspace(0, config.actor.num_envs, groups + 1).astype(int))
     frames = FrameStore.attach(ctx.spec.run_id, f"frames{index}")
     seed = config.run.seed + 1000 * (index + 1) + 100 * int(ctx.row.get("restarts"))
-    envs = [make_vector_env(config.env.id, int(n), seed=seed + g, mode="train",
-                            sticky_action_prob=config.env.sticky_action_prob, frame_size=config.env.frame_size,
-                            max_frames_train=config.env.max_frames_train) for g, n in enumerate(sizes)]
+    envs = [make_vector_env(config.env.id, int(n), seed=seed + g, mode="train", **env_options(config))
+            for g, n in enumerate(sizes)]
     plays = [SelfPlay(env, frames, index, ctx.layout, seed + g) for g, env in enumerate(envs)]
     model = ctx.new_model()
     version = await ctx.wait_for_weights(model)

@@ -78,7 +78,7 @@ def test_schedules_are_efficientzero_100k_plus_20k_last_steps():
 
 def test_learner_warms_up_over_one_percent_of_training_steps():
     config = build_config("atari100k", overrides=["model.channels=4", "model.lstm_hidden=8", "model.proj_hidden=8",
-                                                  "model.proj_out=8", "model.pred_hidden=8", "env.frame_size=16"])
+                                                  "model.proj_out=8", "model.pred_hidden=8", "env.frame_size=32"])
     spec = task_spec(config)
     learner = Learner(build_model(config, spec, torch.device("cpu")), config, spec.frame_stack, torch.device("cpu"))
     assert learner.warmup_steps == 1_000
