@@ -70,7 +70,8 @@ def cap_inference_memory(spec: RoleSpec, share: float, device: torch.device) -> 
     """On CUDA, cap an inference process's caching allocator at its part of `share` (the allocator frees its cache
     when it reaches the cap, instead of keeping every batch's peak). The trainer and CPU runs are not capped."""
     if device.type == "cuda" and spec.role != "trainer":
-        torch.cuda.set_per_process_memory_fraction(inference_memory_fraction(spec.plan, share), device)
+        index = device.index if device.index is not None else torch.cuda.current_device()  # 'cuda' has no index
+        torch.cuda.set_per_process_memory_fraction(inference_memory_fraction(spec.plan, share), index)
 
 
 class RoleContext:
