@@ -79,3 +79,17 @@ def test_inference_processes_split_the_gpu_share():
     from speedy.roles.context import RolePlan, inference_memory_fraction
 
     assert inference_memory_fraction(RolePlan(actors=2, reanalyzers=3, refreshers=1), 0.6) == 0.6 / 7
+
+
+def test_inference_memory_cap_accepts_an_unindexed_cuda_device():
+    """On a GPU machine: 'cuda' (what train.device = auto resolves to) caps the allocator without an index error."""
+    import pytest
+
+    from speedy.roles.context import RolePlan, RoleSpec, cap_inference_memory
+
+    if not torch.cuda.is_available():
+        pytest.skip("needs a CUDA device")
+    plan = RolePlan(actors=1, reanalyzers=1, refreshers=0)
+    cap_inference_memory(RoleSpec("reanalyzer", 0, "r", "/tmp", {}, plan), 0.6, torch.device("cuda"))
+    cap_inference_memory(RoleSpec("trainer", 0, "r", "/tmp", {}, plan), 0.6, torch.device("cuda"))  # not capped
+    torch.cuda.set_per_process_memory_fraction(1.0, torch.cuda.current_device())
