@@ -31,9 +31,9 @@ class ConfigError(ValueError):
 class EnvConfig:
     id: str = "atari:Breakout"  # "atari:<Game>" or "gym:<gymnasium id>"
     frame_size: int = 96  # Atari frames are frame_size × frame_size RGB
-    sticky_action_prob: float = 0.0  # 0.25 for the v5 protocol
-    max_frames_train: int = 12_000  # raw frames per training episode
-    max_frames_eval: int = 108_000  # raw frames per evaluation episode
+    sticky_action_prob: float = 0.0  # 0.25 for the v5 protocol; MinAtar's games take it too (0.1 as published)
+    max_frames_train: int = 12_000  # raw frames per training episode (gym tasks: agent steps)
+    max_frames_eval: int = 108_000  # raw frames per evaluation episode (gym tasks: agent steps)
     # Frames per network input; 0 = the task's default: 4 for Atari and gym image observations, 1 for vectors.
     frame_stack: int = 0
 
