@@ -1,4 +1,5 @@
-"""Environments: Atari with the EfficientZero protocol (ALE's C++ vector env) and gymnasium tasks.
+"""Environments: Atari with the EfficientZero protocol (ALE's C++ vector env) and gymnasium tasks (vector or image
+observations; MinAtar's games with the optional `minatar` extra).
 
 Public API: `make_vector_env`, `env_spec`, `EnvSpec`, `VecStep`, `VectorEnv`, `human_normalized_score`.
 """
