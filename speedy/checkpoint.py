@@ -135,24 +135,39 @@ def load_checkpoint(path: str | Path, device: torch.device | str = "cpu",
         raise CheckpointError(f"checkpoint {path} has format version {record.get('version')}, this speedy reads "
                               f"version {CHECKPOINT_VERSION}")
     if config is not None and record.get("fingerprint") != config_fingerprint(config):
-        raise CheckpointError(f"checkpoint {path} was made with another configuration "
-                              f"({_config_difference(record, config)})")
+        diffs = _config_differences(record, config)
+        if diffs:
+            raise CheckpointError(f"checkpoint {path} was made with another configuration ({'; '.join(diffs[:4])})")
     return record
 
 
-def _config_difference(record: dict[str, Any], config: dict[str, Any]) -> str:
-    """The first few settings that differ between the checkpoint's config and `config`."""
+def _config_differences(record: dict[str, Any], config: dict[str, Any]) -> list[str]:
+    """The settings that differ between the checkpoint's config and `config`. A setting added to speedy after the
+    checkpoint was written (absent from its config) counts only if `config` moves it off its default: a new
+    setting's default keeps the behaviour the checkpoint was trained with."""
+    from dataclasses import asdict
+
+    from speedy.config import Config
+
     try:
         saved = json.loads(record.get("config", "{}"))
     except ValueError:
-        return "its config is unreadable"
+        return ["its config is unreadable"]
+    defaults = asdict(Config())
     diffs = []
     for section in FINGERPRINT_SECTIONS:
-        for key in sorted(set(saved.get(section) or {}) | set(config.get(section) or {})):
-            a, b = (saved.get(section) or {}).get(key), (config.get(section) or {}).get(key)
-            if json.dumps(a, default=str) != json.dumps(b, default=str):
+        old, new = saved.get(section) or {}, config.get(section) or {}
+        for key in sorted(set(old) | set(new)):
+            a, b = old.get(key), new.get(key)
+            if key not in old and key in (defaults.get(section) or {}) and _same(b, defaults[section][key]):
+                continue
+            if not _same(a, b):
                 diffs.append(f"{section}.{key}: checkpoint {a!r}, now {b!r}")
-    return "; ".join(diffs[:4]) or "fingerprints differ"
+    return diffs
+
+
+def _same(a: Any, b: Any) -> bool:
+    return json.dumps(a, default=str) == json.dumps(b, default=str)
 
 
 def load_latest(path: str | Path, device: torch.device | str = "cpu", config: dict[str, Any] | None = None,

@@ -123,3 +123,20 @@ def test_replay_state_round_trip_through_npz(tmp_path):
         assert np.array_equal(buffer.window(name, a, 0, 3), restored.window(name, b, 0, 3))
     with pytest.raises(ValueError, match="does not fit this buffer"):
         ReplayBuffer(LAYOUT, 32, 0.6, 1e-6).load_state_dict(buffer.state_dict())
+
+
+def test_a_setting_added_since_the_checkpoint_is_accepted_at_its_default(tmp_path):
+    """A run saved before a setting existed resumes while the setting keeps its default (which reproduces the old
+    behaviour); moving it off the default is a different configuration."""
+    from dataclasses import asdict
+
+    from speedy.config import Config
+
+    full = asdict(Config())
+    saved = {**full, "model": {k: v for k, v in full["model"].items() if k != "downsample"}}
+    path = tmp_path / "c.pt"
+    save_checkpoint(path, state(4), saved)
+    assert load_checkpoint(path, config=full)["train_steps"] == 4
+    changed = {**full, "model": {**full["model"], "downsample": "none"}}
+    with pytest.raises(CheckpointError, match=r"model.downsample: checkpoint None, now 'none'"):
+        load_checkpoint(path, config=changed)
