@@ -72,6 +72,7 @@ def network_spec(config: Config, spec: EnvSpec) -> NetworkSpec:
         mlp_latent=m.mlp_latent,
         mlp_hidden=tuple(m.mlp_hidden),
         downsample=m.downsample == "efficientzero" or (m.downsample == "auto" and not small),
+        input_norm=m.input_norm,
     )
 
 

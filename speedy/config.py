@@ -66,6 +66,11 @@ class ModelConfig:
     # image's grid kept (EfficientZero's code without `downsample`); "auto" = the stem for frames of >= 32 px, none
     # below (MinAtar's 10×10 would shrink to 1×1).
     downsample: str = "auto"
+    # Vector tasks: normalise the representation MLP's first hidden layer (EfficientZero's MLP: true). With
+    # norm = "layer" that layer's LayerNorm sees W·obs + b: it is nearly blind to the observation's magnitude
+    # (LayerNorm(c·h) = LayerNorm(h)), and for CartPole how far the cart is from the centre *is* the magnitude;
+    # false (the cartpole preset) feeds ReLU(W·obs + b) on unnormalised.
+    input_norm: bool = True
 
     def validate(self) -> None:
         _check(self.support_size >= 1, "model.support_size", self.support_size, ">= 1")

@@ -41,6 +41,7 @@ class NetworkSpec:
     mlp_latent: int = 128  # vector observations only
     mlp_hidden: tuple[int, ...] = (128,)  # vector observations only
     downsample: bool = True  # images only: EfficientZero's 16× stem (True) or a stride-1 conv keeping H × W
+    input_norm: bool = True  # vectors only: norm after the representation MLP's first linear layer
 
     @property
     def is_image(self) -> bool:
@@ -75,13 +76,15 @@ def norm_1d(kind: str, features: int) -> nn.Module:
     raise ValueError(f"unknown norm {kind!r}; expected one of {NORMS}")
 
 
-def mlp(sizes: list[int], norm: str = "batch", final_norm: bool = False, zero_last: bool = False) -> nn.Sequential:
-    """Linear layers with norm+ReLU between them (EfficientZero's head MLP); `sizes` = [in, hidden..., out]."""
+def mlp(sizes: list[int], norm: str = "batch", final_norm: bool = False, zero_last: bool = False,
+        first_norm: bool = True) -> nn.Sequential:
+    """Linear layers with norm+ReLU between them (EfficientZero's head MLP); `sizes` = [in, hidden..., out].
+    `first_norm=False` leaves the first hidden layer unnormalised (Linear → ReLU)."""
     layers: list[nn.Module] = []
     for i in range(len(sizes) - 1):
         layers.append(nn.Linear(sizes[i], sizes[i + 1]))
         if i < len(sizes) - 2:
-            layers += [norm_1d(norm, sizes[i + 1]), nn.ReLU()]
+            layers += [norm_1d(norm, sizes[i + 1]), nn.ReLU()] if i > 0 or first_norm else [nn.ReLU()]
         elif final_norm:
             layers.append(norm_1d(norm, sizes[i + 1]))
     if zero_last:
@@ -180,7 +183,7 @@ class MlpBody(nn.Module):
         hidden = list(spec.mlp_hidden)
         self.num_actions = spec.num_actions
         self.latent_shape = (latent,)
-        self.representation = mlp([spec.observation_shape[0], *hidden, latent], spec.norm)
+        self.representation = mlp([spec.observation_shape[0], *hidden, latent], spec.norm, first_norm=spec.input_norm)
         self.dynamics_net = mlp([latent + spec.num_actions, *hidden, latent], spec.norm)
         self.reward_in = nn.Identity()
         self.value_in = nn.Identity()

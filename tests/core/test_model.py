@@ -83,3 +83,19 @@ def test_batch_norm_network_searches_with_running_statistics():
     search, so the two differ: the reason "layer" exists."""
     _, _, _, trained, searched = _trained_and_searched("batch")
     assert not torch.allclose(trained[0], searched[0])
+
+
+@pytest.mark.parametrize("input_norm", [True, False])
+def test_layer_norm_on_the_input_layer_loses_the_observation_magnitude(input_norm):
+    """LayerNorm(c·h) = LayerNorm(h): with a LayerNorm after the first linear layer (bias 0), obs and 3·obs get the
+    same latent, so a cart 0.5 or 1.5 from the centre looks alike. model.input_norm = false keeps them apart."""
+    from dataclasses import replace
+
+    torch.manual_seed(0)
+    net = EfficientZeroNet(replace(_mlp_spec("layer"), input_norm=input_norm)).eval()
+    first = next(m for m in net.modules() if isinstance(m, torch.nn.Linear))  # the representation's input layer
+    torch.nn.init.zeros_(first.bias)
+    obs = torch.randn(4, 8)
+    with torch.no_grad():
+        near, far = net.initial_inference(obs).latent, net.initial_inference(3 * obs).latent
+    assert torch.allclose(near, far, atol=1e-5) == input_norm
