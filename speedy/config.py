@@ -251,6 +251,8 @@ class RolesConfig:
     slow_reanalyzer_s: float = 0.0  # testing/profiling aid: extra seconds per batch in reanalyzer 0
     slow_actor_env_s: float = 0.0  # testing/profiling aid: extra seconds per env step of actor 0's env groups
     slow_trainer_s: float = 0.0  # testing/profiling aid: extra seconds per training step
+    # testing/profiling aid: batches each reanalyzer's ring to the trainer holds; 0 = auto (batches_in_flight + 1)
+    batch_ring_messages: int = 0
 
     def validate(self) -> None:
         for key in ("actors", "reanalyzers"):
@@ -264,6 +266,8 @@ class RolesConfig:
         _check(self.trainer_threads >= 0, "roles.trainer_threads", self.trainer_threads, ">= 0 (0 = auto)")
         for key in ("slow_reanalyzer_s", "slow_actor_env_s", "slow_trainer_s"):
             _check(getattr(self, key) >= 0, f"roles.{key}", getattr(self, key), ">= 0")
+        _check(self.batch_ring_messages >= 0, "roles.batch_ring_messages", self.batch_ring_messages,
+               ">= 0 (0 = auto: roles.batches_in_flight + 1)")
 
 
 @dataclass
