@@ -119,7 +119,8 @@ def create_shared_memory(config: Config, plan: RolePlan, run_id: str,
     owned += _mux(run_id, "blocks", plan.actors, _ring_bytes(block_bytes, 64))
     owned += [Ring.create(run_id, f"samples{j}", _ring_bytes(window_bytes, in_flight + 1))
               for j in range(plan.reanalyzers)]
-    owned += _mux(run_id, "batches", plan.reanalyzers, _ring_bytes(target_bytes, in_flight + 1))
+    batch_ring = config.roles.batch_ring_messages or in_flight + 1  # batches each reanalyzer can queue up
+    owned += _mux(run_id, "batches", plan.reanalyzers, _ring_bytes(target_bytes, batch_ring))
     owned += _mux(run_id, "priorities", 1 + plan.refreshers, _ring_bytes(B * 24 + chunk_bytes // 4, 16))
     owned += [Ring.create(run_id, f"refresh{j}", _ring_bytes(chunk_bytes, 2)) for j in range(plan.refreshers)]
     model = build_model(config, spec, torch.device("cpu"))

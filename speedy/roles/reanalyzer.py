@@ -56,6 +56,7 @@ async def run_reanalyzer(ctx: RoleContext) -> None:
     loop = asyncio.get_running_loop()
     report = Periodic(config.run.log_interval_s)
     slow_s = config.roles.slow_reanalyzer_s if index == 0 else 0.0
+    computed = 0  # batches of this process (slow_s is due every roles.slow_reanalyzer_every-th: a pause)
 
     # Each in-flight batch has its own recent and target model (weights are swapped only between its batches,
     # never under another thread's forward pass) and its own search.
@@ -78,6 +79,7 @@ async def run_reanalyzer(ctx: RoleContext) -> None:
             target_versions[k] = ctx.pull_weights(target_models[k], TARGET_WEIGHTS)
 
     async def worker(k: int) -> None:
+        nonlocal computed
         rng = np.random.default_rng(config.run.seed + 31 * index + k)
         while not ctx.stopping:
             with ctx.row.timed("wait_input"):
@@ -96,7 +98,8 @@ async def run_reanalyzer(ctx: RoleContext) -> None:
                 continue  # its block was evicted while in flight; the next sample is fresh
             inference = search.inference_seconds + timed_targets[k].inference_seconds - inference
             span.split({"busy_tree": search.tree_seconds - tree, "busy_inference": inference})
-            if slow_s:
+            computed += 1
+            if slow_s and computed % config.roles.slow_reanalyzer_every == 0:
                 with ctx.row.timed("busy_targets"):
                     await asyncio.sleep(slow_s)
             with ctx.row.timed("wait_output"):
