@@ -18,12 +18,14 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
+from speedy.config import RolesConfig
 from speedy.metrics import read_metrics
-from speedy.stages import STAGES, WORK_STAGES
+from speedy.stages import STAGES, WAIT_STAGES, WORK_STAGES
 
 STARVED = 0.10  # a trainer waiting this share of its time for batches is starved
 BUSY = 0.60  # a role kind working this share of its time has little to spare
 TARGET_WAIT = 0.05  # the trainer wait that advice aims for
+PUSHED_BACK = 0.20  # producers blocked on a full ring this share of their time have output to spare
 STAGE_LABELS = {
     "busy_tree": "tree work", "busy_inference": "inference", "busy_env": "env steps", "busy_targets": "targets",
     "busy_train": "training", "busy_replay": "replay work", "transport": "transport", "weights": "weights",
@@ -346,8 +348,11 @@ def analyze(run_dir: str | Path, window: tuple[float | None, float | None] = (No
     cores = next((int(r["cores"]) for r in reversed(agent) if "cores" in r), os.cpu_count() or 1)
     loads = [r["load"] for r in agent if "load" in r and start <= r["time"] <= end]
     busy = sum(p.cores for p in processes)
-    diagnosis = diagnose(kinds, cores, busy, config)
-    note = _contention_note([p for p in processes if p.kind == diagnosis.bottleneck], cores, loads)
+    rings = ring_profiles(agent, t0, start, end)
+    diagnosis = diagnose(kinds, cores, busy, config, rings)
+    note = ""  # a handoff that waits is not slowed by the CPU it lacks
+    if diagnosis.stage not in WAIT_STAGES:
+        note = _contention_note([p for p in processes if p.kind == diagnosis.bottleneck], cores, loads)
     diagnosis.evidence += note
     found = interference(rows, start, end)
     if diagnosis.bottleneck == "trainer" and found:
@@ -360,7 +365,7 @@ def analyze(run_dir: str | Path, window: tuple[float | None, float | None] = (No
     return PipelineProfile(
         run_dir=str(run_dir), window=(start - t0, end - t0), cores=cores, cores_busy=busy,
         host_load=sum(loads) / len(loads) if loads else None, processes=processes, kinds=kinds,
-        rings=ring_profiles(agent, t0, start, end), train_rate_trend=trend,
+        rings=rings, train_rate_trend=trend,
         interference=found, diagnosis=diagnosis)
 
 
@@ -490,6 +495,42 @@ def _starved(kinds: dict[str, KindProfile], cores: int, busy: float) -> Diagnosi
     return None
 
 
+def batch_ring_depth(batch_ring_messages: int, batches_in_flight: int) -> int:
+    """Batches each reanalyzer's ring to the trainer holds: `roles.batch_ring_messages`, or (0 = auto) one more
+    than it works on at once, so it can finish its batches in flight while the trainer takes the one before."""
+    return batch_ring_messages or batches_in_flight + 1
+
+
+def _small_ring(kinds: dict[str, KindProfile], config: dict[str, Any],
+                rings: Sequence[RingProfile]) -> Diagnosis | None:
+    """A starved trainer whose reanalyzers are pushed back by a full batches ring much of their time: they make
+    batches faster than the trainer takes them but cannot bank enough to cover their pauses (or the trainer's
+    bursts), so the trainer starves through each one. Suggested depth: the trainer's wait taken to shrink in
+    proportion to the ring's depth; predicted: what the reanalyzers' rate when never pushed back leaves of the
+    trainer's demand."""
+    trainer, reanalyzer = kinds["trainer"], kinds.get("reanalyzer")
+    if reanalyzer is None:
+        return None
+    wait, pushed = trainer.shares["wait_input"], reanalyzer.shares["wait_output"]
+    if wait < STARVED or pushed < PUSHED_BACK:
+        return None
+    roles = asdict(RolesConfig()) | config.get("roles", {})
+    depth = batch_ring_depth(int(roles["batch_ring_messages"]), int(roles["batches_in_flight"]))
+    deeper = min(depth + 64, max(2 * depth, math.ceil(depth * wait / TARGET_WAIT)))
+    demand = _rate(trainer) / max(1 - wait, 0.05)  # train steps/s if never starved
+    supply = _capacity(reanalyzer) * reanalyzer.instances  # batches/s if never pushed back
+    rate = min(demand, supply)
+    after = max(0.0, 1 - supply / max(demand, 1e-9))
+    fill = next((f", {_pct(r.mean)} full on average" for r in rings if r.name == "batches"), "")
+    evidence = (f"trainer waits {_pct(wait)} for batches while reanalyzers wait {_pct(pushed)} on output: the "
+                f"batches ring holds {depth} batch{'es' if depth > 1 else ''} per reanalyzer{fill}")
+    advice = (f"a deeper batches ring: roles.batch_ring_messages={deeper} (now {depth}); reanalyzers deliver up to "
+              f"{supply:.1f} batches/s when not pushed back, the trainer asks {demand:.1f} → trainer wait ≈ "
+              f"{_pct(after)}, train ≈ {rate:.1f} steps/s")
+    return Diagnosis("reanalyzer", "wait_output", evidence, advice,
+                     {"batch_ring_messages": deeper, "trainer_wait": after, "train_steps_per_s": rate})
+
+
 def _slow_handoff(kinds: dict[str, KindProfile]) -> Diagnosis | None:
     """A starved trainer whose reanalyzers are neither busy nor starved (checked after the other rules)."""
     trainer, reanalyzer = kinds["trainer"], kinds.get("reanalyzer")
@@ -497,8 +538,8 @@ def _slow_handoff(kinds: dict[str, KindProfile]) -> Diagnosis | None:
         return None
     return Diagnosis("reanalyzer", "wait_output", f"trainer waits {_pct(trainer.shares['wait_input'])} for batches; "
                      f"reanalyzers {_pct(reanalyzer.work)} busy, waiting {_pct(reanalyzer.shares['wait_output'])} on "
-                     "output", "batches are slow to reach the trainer: enlarge the batches ring or raise "
-                     "roles.batches_in_flight")
+                     "output", "batches are slow to reach the trainer: a deeper batches ring "
+                     "(roles.batch_ring_messages) or more batches in flight (roles.batches_in_flight)")
 
 
 def _actor_bound(kinds: dict[str, KindProfile], ratio: float, cores: int, busy: float) -> Diagnosis | None:
@@ -540,13 +581,15 @@ def _trainer_bound(kinds: dict[str, KindProfile]) -> Diagnosis | None:
                      "training is the limit: a GPU, more trainer threads, or a smaller batch")
 
 
-def diagnose(kinds: dict[str, KindProfile], cores: int, busy: float, config: dict[str, Any]) -> Diagnosis:
-    """Name the role kind that limits training (with its evidence) and the change that helps, or 'balanced'."""
+def diagnose(kinds: dict[str, KindProfile], cores: int, busy: float, config: dict[str, Any],
+             rings: Sequence[RingProfile] = ()) -> Diagnosis:
+    """Name the role kind that limits training (with its evidence) and the change that helps, or 'balanced'.
+    `rings`: the channels' fill, quoted as evidence."""
     if "trainer" not in kinds:
         return Diagnosis("none", "", "no trainer readings in the window", "profile a longer window")
     ratio = float(config.get("train", {}).get("env_steps_per_train_step", 0.0))
-    found = (_starved(kinds, cores, busy) or _actor_bound(kinds, ratio, cores, busy) or _trainer_bound(kinds)
-             or _slow_handoff(kinds))
+    found = (_small_ring(kinds, config, rings) or _starved(kinds, cores, busy)
+             or _actor_bound(kinds, ratio, cores, busy) or _trainer_bound(kinds) or _slow_handoff(kinds))
     if found is not None:
         return found
     parts = [f"trainer {_pct(kinds['trainer'].work)} busy, waits {_pct(kinds['trainer'].shares['wait_input'])}"]

@@ -34,7 +34,7 @@ from speedy.components import block_layout, build_model, frame_store_capacity, t
 from speedy.config import Config
 from speedy.inline import RunSummary
 from speedy.metrics import MetricsWriter
-from speedy.profile import RingMonitor, analyze, format_report
+from speedy.profile import RingMonitor, analyze, batch_ring_depth, format_report
 from speedy.replay.buffer import replay_memory_bytes
 from speedy.roles.board import Board
 from speedy.roles.cluster_agent import HeadLink
@@ -119,7 +119,7 @@ def create_shared_memory(config: Config, plan: RolePlan, run_id: str,
     owned += _mux(run_id, "blocks", plan.actors, _ring_bytes(block_bytes, 64))
     owned += [Ring.create(run_id, f"samples{j}", _ring_bytes(window_bytes, in_flight + 1))
               for j in range(plan.reanalyzers)]
-    batch_ring = config.roles.batch_ring_messages or in_flight + 1  # batches each reanalyzer can queue up
+    batch_ring = batch_ring_depth(config.roles.batch_ring_messages, in_flight)
     owned += _mux(run_id, "batches", plan.reanalyzers, _ring_bytes(target_bytes, batch_ring))
     owned += _mux(run_id, "priorities", 1 + plan.refreshers, _ring_bytes(B * 24 + chunk_bytes // 4, 16))
     owned += [Ring.create(run_id, f"refresh{j}", _ring_bytes(chunk_bytes, 2)) for j in range(plan.refreshers)]

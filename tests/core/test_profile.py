@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from speedy.metrics import MetricsWriter
-from speedy.profile import KindProfile, RingMonitor, analyze, diagnose, format_report, interference
+from speedy.profile import KindProfile, RingMonitor, RingProfile, analyze, diagnose, format_report, interference
 from speedy.stages import STAGES, StageClock
 
 PERIOD_S = 0.1
@@ -123,6 +123,30 @@ def test_slow_actors_under_the_data_bound_are_named():
     d = diagnose(kinds, cores=8, busy=2.0, config={"train": {"env_steps_per_train_step": 4}})
     assert (d.bottleneck, d.stage) == ("actor", "busy_env")
     assert d.predicted["actors"] == 2  # 40 env steps/s needed, 22 per actor
+
+
+def test_pushed_back_reanalyzers_and_a_starved_trainer_name_the_batches_ring():
+    kinds = {
+        # trainer: 6 steps/s while waiting 25 % → 8 steps/s if fed
+        "trainer": _kind("trainer", 1, 6.0, "train steps/s", busy_train=0.75, wait_input=0.25),
+        # the reanalyzer delivers 6 batches/s while working 40 % (pauses included) → 15 batches/s if never pushed back
+        "reanalyzer": _kind("reanalyzer", 1, 6.0, "batches/s", busy_targets=0.4, wait_output=0.6),
+    }
+    rings = [RingProfile("batches", 0.9, 0.94, [])]
+    config = {"roles": {"batch_ring_messages": 1, "batches_in_flight": 1}}
+    d = diagnose(kinds, cores=2, busy=0.5, config=config, rings=rings)
+    assert (d.bottleneck, d.stage) == ("reanalyzer", "wait_output"), d
+    assert "trainer waits 25 % for batches while reanalyzers wait 60 % on output" in d.evidence
+    assert "batches ring holds 1 batch per reanalyzer, 90 % full on average" in d.evidence
+    assert d.predicted["batch_ring_messages"] == 5  # ceil(1 · 25 % / 5 %)
+    assert d.predicted["trainer_wait"] == 0.0 and d.predicted["train_steps_per_s"] == pytest.approx(8.0)
+    assert "roles.batch_ring_messages=5 (now 1)" in d.advice
+    # the same pattern with the auto depth (batches in flight + 1) and no ring readings
+    auto = diagnose(kinds, cores=2, busy=0.5, config={"roles": {"batches_in_flight": 2}})
+    assert "holds 3 batches per reanalyzer" in auto.evidence and auto.predicted["batch_ring_messages"] == 15
+    # reanalyzers that are rarely pushed back are not held up by the ring: they are too few
+    kinds["reanalyzer"] = _kind("reanalyzer", 1, 6.0, "batches/s", busy_targets=0.9, wait_output=0.05)
+    assert diagnose(kinds, cores=2, busy=0.5, config=config, rings=rings).stage == "busy_targets"
 
 
 def test_balanced_pipeline():

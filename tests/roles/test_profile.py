@@ -1,5 +1,6 @@
 """tools/profile_pipeline.py on real short single-box runs with an injected bottleneck: it names the right role and
-stage, its stage shares add up, and (for the slowed reanalyzer) its advice moves the trainer's wait as predicted."""
+stage, its stage shares add up, and (for the slowed reanalyzer and the too small batches ring) its advice moves the
+trainer's wait as predicted."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from speedy.config import build_config
-from speedy.profile import PipelineProfile, analyze
+from speedy.profile import PipelineProfile, analyze, format_report
 from speedy.roles.launch import run_single_box
 from speedy.stages import STAGES
 
@@ -77,3 +78,24 @@ def test_slow_actor_env_is_named(tmp_path, no_leftovers):
     d = profile.diagnosis
     assert (d.bottleneck, d.stage) == ("actor", "busy_env"), d
     assert d.predicted["actors"] > 1
+
+
+# A reanalyzer faster than the trainer that pauses 1 s every 15 batches (as for a weight pull or a shared device): a
+# batches ring of one batch cannot bank enough for the pause (the trainer's prefetch holds three more), so the trainer
+# starves through each pause and the reanalyzer is pushed back between them.
+PAUSING = ["train.training_steps=60", "roles.slow_reanalyzer_s=1.0", "roles.slow_reanalyzer_every=15",
+           "roles.slow_trainer_s=0.1"]
+
+
+@pytest.mark.timeout(240)
+def test_too_small_batches_ring_is_named_and_a_deeper_one_lowers_the_trainer_wait(tmp_path, no_leftovers):
+    small = _run(tmp_path / "small", [*PAUSING, "roles.batch_ring_messages=1"])
+    d = small.diagnosis
+    assert (d.bottleneck, d.stage) == ("reanalyzer", "wait_output"), d
+    assert "batches ring holds 1 batch per reanalyzer" in d.evidence
+    assert "bottleneck: reanalyzer (waiting on output)" in format_report(small)
+    # apply the advice, up to 8 batches
+    deeper = min(8, int(d.predicted["batch_ring_messages"]))
+    assert deeper > 1 and f"roles.batch_ring_messages={d.predicted['batch_ring_messages']}" in d.advice
+    fixed = _run(tmp_path / "deeper", [*PAUSING, f"roles.batch_ring_messages={deeper}"])
+    assert fixed.kinds["trainer"].shares["wait_input"] < small.kinds["trainer"].shares["wait_input"] - 0.05
