@@ -22,6 +22,7 @@ import argparse
 import json
 import multiprocessing
 import os
+import signal
 import sys
 import tempfile
 from collections.abc import Sequence
@@ -47,6 +48,20 @@ from speedy.learning_report import (  # noqa: E402
 )
 
 _PINNED: list[int] | None = None  # this process's cores when --pin gave it some
+_STOPPED = False  # Ctrl-C or SIGTERM: the run in progress stops cleanly and no further seed starts
+
+
+def _interrupted(run_dir: Path) -> bool:
+    """A multi-process run handles Ctrl-C/SIGTERM itself (clean stop, then returns); its agent records why."""
+    path = run_dir / "metrics" / "agent.jsonl"
+    lines = path.read_text().splitlines() if path.exists() else []
+    return any(json.loads(line).get("reason") == "interrupted" for line in lines[-3:] if line.strip())
+
+
+def _on_stop(signum: int, frame: Any) -> None:  # noqa: ANN401, ARG001
+    global _STOPPED
+    _STOPPED = True
+    raise KeyboardInterrupt
 
 
 def core_sets(available: Sequence[int], jobs: int, inline: bool) -> list[list[int]]:
@@ -105,7 +120,18 @@ def run_all(args: argparse.Namespace, seeds: list[int], threshold: float, run_ro
     if args.jobs == 1:
         if sets:
             pin(sets[0])
-        return [Path(run_seed(*call)) for call in calls]
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(signum, _on_stop)
+        done = []
+        for call in calls:
+            try:
+                done.append(Path(run_seed(*call)))
+            except KeyboardInterrupt:  # an inline run lets the signal through
+                done.append(call[4])
+            if _STOPPED or _interrupted(done[-1]):
+                print(f"stopped: {len(done)} of {len(calls)} seed(s) run; the table covers them", flush=True)
+                break
+        return done
     context = multiprocessing.get_context("spawn")
     queue = context.Queue()
     for cores in sets or []:
@@ -190,7 +216,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         if not args.json:
             print(host_line(host), flush=True)
             print(f"running {len(seeds)} seed(s) of '{args.preset}' into {run_root}", flush=True)
-        runs = [read_run(d) for d in run_all(args, seeds, threshold, run_root)]
+        runs = []
+        for run_dir in run_all(args, seeds, threshold, run_root):
+            try:
+                runs.append(read_run(run_dir))
+            except FileNotFoundError as e:  # stopped before its first evaluation
+                print(f"left out: {e}", flush=True)
+        if not runs:
+            raise SystemExit("no run got as far as an evaluation")
         preset = args.preset
     rows = [r.row(threshold) for r in runs]
     summary = summarize(rows)

@@ -69,3 +69,28 @@ def test_two_tiny_seeds_end_to_end(tmp_path: Path):
         assert seed["mode"] == "inline" and seed["env_steps"] == 600 and seed["train_steps"] == 100
         assert len(seed["curve"]) == 3  # at train steps 50 and 100, and the final one
         assert seed["best_eval"] == max(p["mean_return"] for p in seed["curve"])
+
+
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize("mode", [["--inline"], []], ids=["inline", "multi-process"])
+def test_sigterm_stops_the_benchmark_not_just_its_current_run(tmp_path: Path, mode: list[str]):
+    """SIGTERM while seed 0 runs: that run stops cleanly, no further seed starts, the table covers the run."""
+    import signal
+    import time
+
+    root = tmp_path / "runs"
+    cmd = [sys.executable, str(REPO / "tools" / "learning_benchmark.py"), "--preset", "cartpole", *mode,
+           "--seeds", "0", "1", "2", "--threshold", "475", "--run-root", str(root),
+           "--set", "run.max_env_steps=100000", "--set", "replay.start_env_steps=200"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    deadline = time.time() + 60
+    def evaluated() -> bool:
+        return any("mean_return" in p.read_text() for p in root.glob("*-s0/metrics/eval*.jsonl"))
+
+    while not evaluated() and time.time() < deadline:
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGTERM)
+    out, _ = proc.communicate(timeout=90)
+    assert proc.returncode == 0, out[-3000:]
+    assert "stopped: 1 of 3 seed(s) run" in out and "| 0 |" in out, out[-3000:]
+    assert sorted(p.name for p in root.iterdir()) == [f"cartpole-{'inline' if mode else 'multi-process'}-s0"]
