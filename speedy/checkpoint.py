@@ -26,11 +26,14 @@ import os
 import pickle
 import random
 import zipfile
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
+
+from speedy.config import Config
 
 CHECKPOINT_FORMAT = "speedy-checkpoint"
 CHECKPOINT_VERSION = 2
@@ -145,10 +148,6 @@ def _config_differences(record: dict[str, Any], config: dict[str, Any]) -> list[
     """The settings that differ between the checkpoint's config and `config`. A setting added to speedy after the
     checkpoint was written (absent from its config) counts only if `config` moves it off its default: a new
     setting's default keeps the behaviour the checkpoint was trained with."""
-    from dataclasses import asdict
-
-    from speedy.config import Config
-
     try:
         saved = json.loads(record.get("config", "{}"))
     except ValueError:
