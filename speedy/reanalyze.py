@@ -24,7 +24,7 @@ from speedy.obs import merge_stack
 from speedy.replay import BlockLayout, ReplayBuffer, SampledPositions
 from speedy.replay.frames import FrameSource
 from speedy.search import INFERENCE_CHUNK, ModelSearch, as_tensor
-from speedy.targets import corrected_td_steps, position_mask, value_prefix_targets, value_targets
+from speedy.targets import bootstrap_offsets, corrected_td_steps, position_mask, value_prefix_targets, value_targets
 
 
 @dataclass
@@ -51,6 +51,7 @@ class SampleWindows:
     rewards: np.ndarray  # (B, K + n) float32 rewards t … t+K+n−1
     policies: np.ndarray  # (B, K + 1, A) float32 self-play visit distributions t … t+K
     valid_steps: np.ndarray  # (B,) int64 real transitions from t on
+    truncated: np.ndarray  # (B,) bool the episode was cut by the time limit (its value goes on past the end)
     age: np.ndarray  # (B,) int64 env steps since the block was collected
 
 
@@ -93,6 +94,7 @@ def sample_windows(replay: ReplayBuffer, sample: SampledPositions, env_steps_now
         rewards=replay.window("rewards", sample, 0, K + n),
         policies=replay.window("policies", sample, 0, K + 1),
         valid_steps=replay.valid_steps[sample.slot] - sample.position,
+        truncated=replay.truncated[sample.slot].copy(),
         age=env_steps_now - replay.collected_at[sample.slot],
     )
 
@@ -107,10 +109,9 @@ def predicted_values(model: EfficientZeroNet, frames: np.ndarray, device: torch.
     return np.concatenate(values) if values else np.zeros(0, dtype=np.float32)
 
 
-def bootstrap_refs(frame_refs: np.ndarray, td_steps: np.ndarray, num_targets: int, frame_stack: int) -> np.ndarray:
-    """Refs of the observation stacks at t+k+n_b for k < num_targets: (B, num_targets, s) from refs t−s+1 … ."""
-    start = np.arange(num_targets)[None, :] + td_steps[:, None]  # stack at t+k+n starts at window index k+n
-    index = start[..., None] + np.arange(frame_stack)[None, None, :]
+def bootstrap_refs(frame_refs: np.ndarray, offsets: np.ndarray, frame_stack: int) -> np.ndarray:
+    """Refs of the observation stacks at t+offsets (B, num_targets) → (B, num_targets, s), from refs t−s+1 … ."""
+    index = offsets[..., None] + np.arange(frame_stack)[None, None, :]  # stack at t+j starts at window index j
     return np.take_along_axis(frame_refs[:, None, :], index, axis=2)
 
 
@@ -122,12 +123,13 @@ def n_step_value_targets(
     B, s = windows.frame_refs.shape[0], layout.frame_stack
     td = corrected_td_steps(windows.age, layout.td_steps, settings.offpolicy_correction_ratio,
                             settings.training_steps)
-    refs = bootstrap_refs(windows.frame_refs, td, num_targets, s)
+    offsets = bootstrap_offsets(td, windows.valid_steps, windows.truncated, num_targets)
+    refs = bootstrap_refs(windows.frame_refs, offsets, s)
     target_model.eval()
     boot = predicted_values(target_model, frames.get(refs.reshape(B * num_targets, s)), device,
                             settings.inference_chunk).reshape(B, num_targets)
     rewards = windows.rewards[:, : num_targets - 1 + layout.td_steps]
-    return value_targets(rewards, boot, td, windows.valid_steps, settings.discount)
+    return value_targets(rewards, boot, td, windows.valid_steps, settings.discount, windows.truncated)
 
 
 def compute_targets(

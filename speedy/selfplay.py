@@ -84,6 +84,7 @@ class SelfPlay:
         result: VecStep = self.env.step(actions)
         refs = self._store(result.frames)
         ended = result.terminated | result.truncated
+        cut = result.truncated & ~result.terminated  # the time limit ended the episode, the game did not
         blocks: list[TrajectoryBlock] = []
         for i, episode in enumerate(self.episodes):
             episode.actions.append(int(actions[i]))
@@ -91,7 +92,7 @@ class SelfPlay:
             episode.policies.append(policies[i].astype(np.float32))
             episode.collected_at.append(global_env_steps)
             if ended[i]:
-                blocks += self._cut(episode, final=True)
+                blocks += self._cut(episode, final=True, truncated=bool(cut[i]))
                 episode.start(int(refs[i]), self.layout.frame_stack)
             else:
                 episode.frame_refs.append(int(refs[i]))
@@ -106,8 +107,9 @@ class SelfPlay:
         )
         return blocks, stats
 
-    def _cut(self, episode: EpisodeBuffer, final: bool) -> list[TrajectoryBlock]:
-        """Emit every block whose lookahead is complete (all remaining ones if the episode ended)."""
+    def _cut(self, episode: EpisodeBuffer, final: bool, truncated: bool = False) -> list[TrajectoryBlock]:
+        """Emit every block whose lookahead is complete (all remaining ones if the episode ended; `truncated`: the
+        time limit ended it)."""
         L, look, s = self.layout.block_length, self.layout.lookahead, self.layout.frame_stack
         blocks = []
         while True:
@@ -117,12 +119,12 @@ class SelfPlay:
             if remaining <= 0 or (not final and remaining < L + look):
                 break
             length = min(L, remaining)
-            blocks.append(self._block(episode, start, length, final))
+            blocks.append(self._block(episode, start, length, truncated))
             episode.emitted += length
         self._trim(episode, s)
         return blocks
 
-    def _block(self, episode: EpisodeBuffer, start: int, length: int, final: bool) -> TrajectoryBlock:
+    def _block(self, episode: EpisodeBuffer, start: int, length: int, truncated: bool) -> TrajectoryBlock:
         K, n, s = self.layout.unroll_steps, self.layout.td_steps, self.layout.frame_stack
         A = self.layout.num_actions
         transitions = len(episode.actions)
@@ -147,6 +149,7 @@ class SelfPlay:
             length=length,
             valid_steps=valid,
             collected_at=episode.collected_at[start],
+            truncated=truncated,
         )
 
     @staticmethod

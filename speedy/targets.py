@@ -3,6 +3,11 @@
 Everything is relative to a sampled position t, for unroll steps k = 0 … K (B = batch):
 - value target z_k = Σ_{i<n} γ^i r_{t+k+i} + γ^n v(s_{t+k+n}) when t+k+n is a real state, without the bootstrap
   otherwise, and 0 for positions past the end of the episode (t+k ≥ valid_steps);
+- except in an episode the time limit cut short (`truncated`): there the game goes on past the end, so a target whose
+  n steps reach the end T bootstraps γ^(T−t−k) v(s_T), with v(s_T) read off the last stored state s_{T−1} (the env
+  resets before the final observation is kept; one step of a 0.997-discounted value apart). Treating a cut as a
+  terminal teaches "healthy states are worth a few rewards", and prioritized replay samples exactly those
+  positions most (their error is largest);
 - n shrinks for old data (off-policy correction): n = clip(n_max − ⌊age / (ratio · training_steps)⌋, 1, n_max);
 - value-prefix target for k = 1 … K: rewards summed since the last LSTM reset (every `horizon` steps);
 - mask_k = 1 where t+k is a real state (k < valid steps). The losses (speedy/losses.py) count the consistency term
@@ -21,18 +26,32 @@ def corrected_td_steps(age: np.ndarray, td_steps: int, correction_ratio: float, 
     return np.clip(td_steps - np.asarray(age, dtype=np.int64) // period, 1, td_steps)
 
 
+def bootstrap_offsets(td_steps: np.ndarray, valid_steps: np.ndarray, truncated: np.ndarray | None,
+                      num_targets: int) -> np.ndarray:
+    """(B, num_targets) int64 offset from t of the state each target bootstraps from: k + n_b, or in a truncated
+    episode at most the last stored state (valid_steps − 1) that stands in for s_T."""
+    offsets = np.arange(num_targets)[None, :] + np.asarray(td_steps, np.int64)[:, None]
+    if truncated is None:
+        return offsets
+    last = np.asarray(valid_steps, np.int64)[:, None] - 1
+    return np.where(np.asarray(truncated, bool)[:, None], np.minimum(offsets, last), offsets)
+
+
 def value_targets(
     rewards: np.ndarray,
     bootstrap_values: np.ndarray,
     td_steps: np.ndarray,
     valid_steps: np.ndarray,
     discount: float,
+    truncated: np.ndarray | None = None,
 ) -> np.ndarray:
     """n-step value targets z (B, K+1).
 
     rewards: (B, K + n_max) rewards r_t … r_{t+K+n_max−1}, 0 past the episode end.
-    bootstrap_values: (B, K+1) target-model value of s_{t+k+n_b} (ignored where that is not a real state).
+    bootstrap_values: (B, K+1) target-model value of the state at `bootstrap_offsets` (ignored where a terminal
+    episode has no real state there).
     td_steps: (B,) n per sample (≤ n_max). valid_steps: (B,) real transitions from t on (t+j real iff j < valid).
+    truncated: (B,) bool, the sample's episode was cut by the time limit, not ended (None: none was).
     """
     batch, width = rewards.shape
     num_targets = bootstrap_values.shape[1]
@@ -46,8 +65,15 @@ def value_targets(
     returns = (gathered * use * discount ** i.astype(np.float64)).sum(-1)
     bootstrap_index = k + td_steps[:, None]
     has_bootstrap = bootstrap_index < valid_steps[:, None]
-    returns += np.where(has_bootstrap, discount ** td_steps[:, None].astype(np.float64) * bootstrap_values, 0.0)
-    return np.where(k < valid_steps[:, None], returns, 0.0).astype(np.float32)
+    power = td_steps[:, None].astype(np.float64) + np.zeros_like(returns)
+    after_end = np.zeros_like(has_bootstrap)
+    if truncated is not None:
+        cut = np.asarray(truncated, bool)[:, None] & ~has_bootstrap  # the n steps reach past the cut: bootstrap s_T
+        power = np.where(cut, np.maximum(valid_steps[:, None] - k, 0), power)
+        has_bootstrap = has_bootstrap | cut
+        after_end = cut & (k >= valid_steps[:, None])
+    returns += np.where(has_bootstrap, discount**power * bootstrap_values, 0.0)
+    return np.where((k < valid_steps[:, None]) | after_end, returns, 0.0).astype(np.float32)
 
 
 def value_prefix_targets(rewards: np.ndarray, horizon: int) -> np.ndarray:

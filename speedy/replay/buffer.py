@@ -17,6 +17,8 @@ Layout of one block with L = length, K = unroll steps, n = max TD steps, s = fra
     valid_steps   int             real transitions available from position 0 (≤ L + K + n); position j is a real
                                               state if j < valid_steps, or the final state if j == valid_steps
     collected_at  int             env steps collected in the whole run when the block's first position was played
+    truncated     bool            the episode was cut by the time limit, not ended by the game (targets bootstrap
+                                  past its end)
 
 Storage: each field lives in its own flat ring; a block keeps only its real entries there (those before
 `valid_steps`, plus the history frames and the final frame), and reads past them return the padding (0, or the last
@@ -42,6 +44,7 @@ class TrajectoryBlock:
     length: int
     valid_steps: int
     collected_at: int
+    truncated: bool = False
 
 
 @dataclass(frozen=True)
@@ -142,13 +145,14 @@ def replay_memory_bytes(layout: BlockLayout, capacity: int) -> int:
         trailing, dtype = _FIELD_TYPES[name](layout)
         total += size * int(np.prod(trailing, dtype=np.int64)) * np.dtype(dtype).itemsize
     leaves = ring_sizes(layout, capacity)["positions"]
-    return total + (capacity + 1) * (2 * len(_FIELDS) + 4) * 8 + leaves * (8 + 8 + 1 + 4 * 8)
+    return total + (capacity + 1) * ((2 * len(_FIELDS) + 4) * 8 + 1) + leaves * (8 + 8 + 1 + 4 * 8)
 
 
 class ReplayBuffer:
     """Prioritized replay of up to `capacity` positions (oldest blocks evicted first) with a sum-tree over positions.
 
-    Block metadata (`lengths`, `valid_steps`, `collected_at`, `generation`) is indexed by block slot (B,) int64.
+    Block metadata (`lengths`, `valid_steps`, `collected_at`, `generation` int64, `truncated` bool) is indexed by
+    block slot (B,).
     """
 
     def __init__(self, layout: BlockLayout, capacity: int, alpha: float, priority_eps: float) -> None:
@@ -164,6 +168,7 @@ class ReplayBuffer:
         self.stored = np.zeros((self.num_slots, len(_FIELDS)), dtype=np.int64)  # real entries kept per field
         self.lengths = np.zeros(self.num_slots, dtype=np.int64)
         self.valid_steps = np.zeros(self.num_slots, dtype=np.int64)
+        self.truncated = np.zeros(self.num_slots, dtype=bool)
         self.collected_at = np.zeros(self.num_slots, dtype=np.int64)
         self.generation = np.full(self.num_slots, -1, dtype=np.int64)  # serial of the live block; −1 = empty
         position_ring = self.rings["positions"].size
@@ -226,6 +231,7 @@ class ReplayBuffer:
             self.starts[slot, i] = self.rings[name].write(np.asarray(values[name])[:width])
             self.stored[slot, i] = width
         self.lengths[slot], self.valid_steps[slot] = block.length, block.valid_steps
+        self.truncated[slot] = bool(block.truncated)
         self.collected_at[slot], self.generation[slot] = block.collected_at, self.blocks_added
         leaves = np.arange(self.starts[slot, 0], self.starts[slot, 0] + block.length)
         if priorities is None:
@@ -297,8 +303,9 @@ class ReplayBuffer:
         return int(live.sum())
 
     # -- checkpointing ------------------------------------------------------------------------------------------
-    _ARRAYS = ("starts", "stored", "lengths", "valid_steps", "collected_at", "generation", "owner", "priorities",
-               "held", "priority_version")
+    _ARRAYS = ("starts", "stored", "lengths", "valid_steps", "truncated", "collected_at", "generation", "owner",
+               "priorities", "held", "priority_version")
+    _ADDED_LATER = {"truncated"}  # a snapshot written before these existed loads them as all-zero
     _COUNTERS = ("blocks_added", "positions_added", "live_blocks", "num_positions")
 
     def state_dict(self) -> dict[str, np.ndarray]:
@@ -324,6 +331,9 @@ class ReplayBuffer:
             raise ValueError(f"replay snapshot of (capacity, block length, frame stack, actions) {saved} does not "
                              f"fit this buffer {geometry}")
         for name in self._ARRAYS:
+            if name in self._ADDED_LATER and name not in state:
+                getattr(self, name)[...] = 0
+                continue
             _copy_into(getattr(self, name), state[name], name)
         for name in self._COUNTERS:
             setattr(self, name, int(state[name]))

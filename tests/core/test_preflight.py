@@ -12,8 +12,8 @@ def test_replay_memory_estimate_matches_what_the_buffer_allocates():
     layout = BlockLayout(block_length=200, unroll_steps=5, td_steps=5, frame_stack=4, num_actions=18)
     replay = ReplayBuffer(layout, 20_000, alpha=0.6, priority_eps=1e-6)
     allocated = sum(ring.data.nbytes for ring in replay.rings.values()) + replay.tree.nodes.nbytes + sum(
-        getattr(replay, name).nbytes for name in ("starts", "stored", "lengths", "valid_steps", "collected_at",
-                                                  "generation", "owner", "priorities", "held"))
+        getattr(replay, name).nbytes for name in ("starts", "stored", "lengths", "valid_steps", "truncated",
+                                                  "collected_at", "generation", "owner", "priorities", "held"))
     assert 0.9 * allocated <= replay_memory_bytes(layout, 20_000) <= 1.3 * allocated
 
 

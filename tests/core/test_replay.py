@@ -168,3 +168,19 @@ def test_block_shape_errors_name_the_field():
     block.rewards = block.rewards[:-1]
     with pytest.raises(ValueError, match="rewards"):
         replay.add(block)
+
+
+def test_the_truncated_flag_is_kept_per_block_and_a_snapshot_without_it_loads():
+    replay = ReplayBuffer(LAYOUT, 200, alpha=0.6, priority_eps=1e-6)
+    cut = make_block(4, valid=3)
+    cut.truncated = True
+    replay.add(make_block(4))
+    slot = replay.add(cut)
+    assert replay.truncated[slot] and not replay.truncated[slot - 1]
+    state = {k: v.copy() for k, v in replay.state_dict().items()}
+    restored = ReplayBuffer(LAYOUT, 200, alpha=0.6, priority_eps=1e-6)
+    restored.load_state_dict(state)
+    np.testing.assert_array_equal(restored.truncated, replay.truncated)
+    del state["truncated"]  # written before the flag existed: every episode reads as ended by the game
+    restored.load_state_dict(state)
+    assert not restored.truncated.any()

@@ -54,3 +54,31 @@ def test_before_training_actions_are_uniformly_random_with_uniform_policy_target
     np.testing.assert_allclose(policies, 1 / 3)
     counts = np.bincount(actions, minlength=3)
     assert np.all(np.abs(counts - 2000) < 150)  # ±3.4σ of a binomial(6000, 1/3)
+
+
+def test_blocks_of_an_episode_the_time_limit_cut_say_so():
+    """An episode ended by the frame cap is marked truncated (its targets bootstrap past the end); one the game
+    ended is not, and neither is a block cut from a running episode."""
+    env = make_vector_env("gym:CartPole-v1", 4, seed=1, mode="train", max_frames_train=12)
+    store = FrameStore.create("testselfplay", "frames1", env.spec.frame_shape, env.spec.frame_dtype, 4096)
+    try:
+        layout = BlockLayout(block_length=5, unroll_steps=2, td_steps=3, frame_stack=1, num_actions=2)
+        sp = SelfPlay(env, store, 0, layout, seed=1)
+        rng = np.random.default_rng(0)
+        ended_by_length: dict[int, bool] = {}
+        blocks = []
+        for step in range(200):
+            new_blocks, stats = sp.step(rng.integers(0, 2, size=4), np.full((4, 2), 0.5, np.float32), 4 * step)
+            blocks += new_blocks
+            for length in stats.episode_lengths:
+                ended_by_length[length] = length >= 12
+        finals = [b for b in blocks if b.valid_steps < b.length + layout.lookahead]
+        running = [b for b in blocks if b.valid_steps == b.length + layout.lookahead]
+        assert not any(b.truncated for b in running)
+        cut = [b for b in finals if b.truncated]
+        ended = [b for b in finals if not b.truncated]
+        assert cut and ended  # random play: some episodes fall within 12 steps, others reach the cap
+        assert any(ended_by_length.values()) and not all(ended_by_length.values())
+    finally:
+        env.close()
+        store.close()

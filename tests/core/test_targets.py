@@ -2,6 +2,7 @@ import numpy as np
 
 from speedy.targets import (
     beta_schedule,
+    bootstrap_offsets,
     corrected_td_steps,
     position_mask,
     value_prefix_targets,
@@ -31,6 +32,25 @@ def test_episode_end_drops_bootstrap_and_zeroes_after_end():
     # valid_steps = 1: only t is real: z0 = r_t = 1, later targets are 0 (absorbing)
     z = value_targets(rewards, BOOT, np.array([3]), np.array([1]), 0.5)
     np.testing.assert_allclose(z, [[1.0, 0.0, 0.0]])
+
+
+def test_a_time_limit_cut_bootstraps_past_the_end():
+    # Same episode as above (valid_steps = 3, s_T = t+3), but cut by the time limit: the game goes on, so targets whose
+    # n steps reach T bootstrap γ^(T−t−k)·v with v read at the last stored state t+2 (BOOT holds the values there).
+    rewards = REWARDS.copy()
+    rewards[0, 3:] = 0
+    cut = np.array([True])
+    np.testing.assert_array_equal(bootstrap_offsets(np.array([3]), np.array([3]), cut, 3), [[2, 2, 2]])
+    # z0 = 1 + 0 + .25·2 + .125·10 = 2.75 ; z1 = 0 + .5·2 + .25·20 = 6 ; z2 = 2 + .5·30 = 17
+    z = value_targets(rewards, BOOT, np.array([3]), np.array([3]), 0.5, cut)
+    np.testing.assert_allclose(z, [[2.75, 6.0, 17.0]])
+    # valid_steps = 1: z0 = 1 + .5·10 = 6; the final state (k = 1) is worth v itself (20), not 0
+    z = value_targets(rewards, BOOT, np.array([3]), np.array([1]), 0.5, cut)
+    np.testing.assert_allclose(z[:, :2], [[6.0, 20.0]])
+    # far from the cut nothing changes: offsets k + n, the same targets as an uncut episode
+    np.testing.assert_array_equal(bootstrap_offsets(np.array([3]), np.array([100]), cut, 3), [[3, 4, 5]])
+    np.testing.assert_allclose(value_targets(REWARDS, BOOT, np.array([3]), np.array([100]), 0.5, cut),
+                               [[2.75, 4.5, 9.75]])
 
 
 def test_off_policy_correction_shortens_n():
