@@ -240,6 +240,9 @@ class RolesConfig:
     actors: int = 0
     reanalyzers: int = 0
     refreshers: int = 0  # priority refreshers; 0 = auto (one when cores allow), -1 = none
+    # Data-parallel (DDP) trainers, one process each (gloo on CPU, NCCL on CUDA, a process group of this node only):
+    # the effective batch is trainers × train.batch_size; trainer 0 publishes the weights and writes checkpoints.
+    trainers: int = 1
     search_groups: int = 2  # env groups per actor searched in turn, so inference and tree work overlap
     batches_in_flight: int = 2  # batches each reanalyzer works on at once
     # On a GPU: the share of its memory the inference processes (actors, reanalyzers, refreshers, evaluator) split
@@ -258,6 +261,7 @@ class RolesConfig:
     def validate(self) -> None:
         for key in ("actors", "reanalyzers"):
             _check(getattr(self, key) >= 0, f"roles.{key}", getattr(self, key), ">= 0 (0 = auto)")
+        _check(self.trainers >= 1, "roles.trainers", self.trainers, ">= 1")
         _check(self.refreshers >= -1, "roles.refreshers", self.refreshers, ">= -1 (0 = auto, -1 = none)")
         _check(self.search_groups >= 1, "roles.search_groups", self.search_groups, ">= 1")
         _check(self.batches_in_flight >= 1, "roles.batches_in_flight", self.batches_in_flight, ">= 1")

@@ -1,4 +1,9 @@
-"""One training step: loss, 1/K gradient scale, clipping, optimizer step, learning-rate schedule."""
+"""One training step: loss, 1/K gradient scale, clipping, optimizer step, learning-rate schedule.
+
+With `data_parallel`, the loss runs through `DistributedDataParallel` (the caller has joined the trainers' process
+group, speedy/cluster/ddp.py): each trainer unrolls its own batch, backward averages the gradients over trainers, and
+every trainer takes the same optimizer step, so their weights stay equal (DDP broadcasts rank 0's at the start).
+"""
 
 from __future__ import annotations
 
@@ -10,7 +15,7 @@ import torch
 
 from speedy.augment import build_augmentation
 from speedy.config import Config
-from speedy.losses import LossWeights, TrainingBatch, unroll_loss
+from speedy.losses import LossOutput, LossWeights, TrainingBatch, unroll_loss
 from speedy.model import EfficientZeroNet
 from speedy.optim import build_optimizer, learning_rate
 
@@ -28,8 +33,26 @@ class TrainStats:
     priorities: np.ndarray  # (B,) new priorities for the sampled positions (|error|, without ε)
 
 
+class UnrollLoss(torch.nn.Module):
+    """The unroll loss as a module, so that DDP sees the forward pass that its backward reduces."""
+
+    def __init__(self, model: EfficientZeroNet, frame_stack: int, lstm_horizon: int, weights: LossWeights,
+                 augment: object, mask_past_end: bool) -> None:
+        super().__init__()
+        self.model = model
+        self.frame_stack, self.lstm_horizon, self.weights = frame_stack, lstm_horizon, weights
+        self.augment, self.mask_past_end = augment, mask_past_end
+
+    def forward(self, batch: TrainingBatch) -> LossOutput:
+        return unroll_loss(self.model, batch, self.frame_stack, self.lstm_horizon, self.weights, self.augment,
+                           self.mask_past_end)
+
+
 class Learner:
-    def __init__(self, model: EfficientZeroNet, config: Config, frame_stack: int, device: torch.device) -> None:
+    def __init__(self, model: EfficientZeroNet, config: Config, frame_stack: int, device: torch.device,
+                 data_parallel: bool = False, rank: int = 0) -> None:
+        """`data_parallel`: DDP over the trainers' process group (joined by the caller); `rank` seeds this
+        trainer's augmentation apart from the others'."""
         self.model = model
         self.config = config
         self.frame_stack = frame_stack
@@ -40,7 +63,14 @@ class Learner:
         self.loss_weights = LossWeights(t.value_prefix_loss_weight, t.value_loss_weight, t.policy_loss_weight,
                                         t.consistency_loss_weight)
         self.warmup_steps = int(t.lr_warmup_fraction * t.training_steps)  # EfficientZero: 1% of 100k
-        self.augment = build_augmentation(t.augmentation, model.spec.observation_shape, config.run.seed + 31, device)
+        self.augment = build_augmentation(t.augmentation, model.spec.observation_shape,
+                                          config.run.seed + 31 + 1009 * rank, device)
+        loss = UnrollLoss(model, frame_stack, config.mcts.lstm_horizon, self.loss_weights, self.augment,
+                          t.mask_past_end)
+        if data_parallel:
+            ids = [device.index] if device.type == "cuda" and device.index is not None else None
+            loss = torch.nn.parallel.DistributedDataParallel(loss, device_ids=ids)
+        self.loss = loss
         self.step = 0
 
     def _autocast(self) -> contextlib.AbstractContextManager:
@@ -56,8 +86,7 @@ class Learner:
         self.model.train()
         batch = batch.to(self.device)
         with self._autocast():
-            out = unroll_loss(self.model, batch, self.frame_stack, self.config.mcts.lstm_horizon, self.loss_weights,
-                              self.augment, t.mask_past_end)
+            out = self.loss(batch)
         self.optimizer.zero_grad(set_to_none=True)
         (out.total / t.unroll_steps).backward()
         grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), t.grad_clip)

@@ -34,7 +34,7 @@ from speedy.cluster.bootstrap import TorchrunWorld, init_rpc, set_interface
 from speedy.cluster.nodes import ClusterError, ClusterSpec
 from speedy.config import Config
 from speedy.roles.board import Board
-from speedy.roles.context import LATEST_WEIGHTS, TARGET_WEIGHTS, RolePlan
+from speedy.roles.context import LATEST_WEIGHTS, TARGET_WEIGHTS, RolePlan, batch_mux
 from speedy.shm.frames import FrameStore
 from speedy.shm.mux import mux_writer
 from speedy.shm.ring import Ring
@@ -69,6 +69,7 @@ class HeadLink:
 
     def __init__(self, spec: ClusterSpec, homes: dict[int, int], say: Any) -> None:
         self.spec, self.homes, self.say = spec, homes, say
+        self.trainers = spec.node(0).trainers
         self.forwarders: list[bridge.Forwarder] = []
         self.lost: set[str] = set()
 
@@ -79,7 +80,7 @@ class HeadLink:
         return replace(plan, reanalyzers=len(self.homes))
 
     def local_roles(self, plan: RolePlan) -> list[tuple[str, int]]:
-        roles = [("replay", 0), ("trainer", 0), ("evaluator", 0)]
+        roles = [("replay", 0), ("evaluator", 0)] + [("trainer", t) for t in range(plan.trainers)]
         roles += [("reanalyzer", j) for j, rank in self.homes.items() if rank == 0]
         roles += [("refresher", j) for j in range(plan.refreshers)]
         roles += [("actor", i) for i in range(plan.actors)]
@@ -91,7 +92,8 @@ class HeadLink:
         bridge.register_service("frames", lambda i, first, most: _frames_reply(stores[i], first, most))
         bridge.register_service("counters", lambda: _counters(board))
         for j, rank in self.remote().items():
-            bridge.register_inbound(f"batches.{j}", mux_writer(run_id, "batches", j))
+            for t in range(self.trainers):
+                bridge.register_inbound(f"{batch_mux(t)}.{j}", mux_writer(run_id, batch_mux(t), j))
             reader = Ring.attach(run_id, f"samples{j}").reader()
             self.forwarders.append(bridge.Forwarder(reader, f"node{rank}", f"samples{j}", self.spec.rpc_timeout_s,
                                                     batch=4, on_lost=self._lost).start())
@@ -162,9 +164,11 @@ class ReanalysisLink:
     def start(self, run_id: str, owned: list, board: Board) -> None:
         for j in self.mine:
             bridge.register_inbound(f"samples{j}", Ring.attach(run_id, f"samples{j}").writer())
-            reader = Ring.attach(run_id, f"batches.{j}").reader()
-            self.forwarders.append(bridge.Forwarder(reader, HEAD, f"batches.{j}", self.spec.rpc_timeout_s, batch=4,
-                                                    on_lost=self._lost).start())
+            for t in range(self.spec.node(0).trainers):  # a reanalyzer's batches to each of node 0's DDP trainers
+                channel = f"{batch_mux(t)}.{j}"
+                reader = Ring.attach(run_id, channel).reader()
+                self.forwarders.append(bridge.Forwarder(reader, HEAD, channel, self.spec.rpc_timeout_s, batch=4,
+                                                        on_lost=self._lost).start())
         slots, stores = _slots_and_stores(owned)
         self._puller = threading.Thread(target=self._pull_loop, args=(slots, stores, board), daemon=True,
                                         name="pull-from-head")
@@ -263,6 +267,8 @@ def run_cluster_node(config: Config, run_dir: Path, spec: ClusterSpec, world: To
     from speedy.roles.launch import plan_roles, run_single_box
 
     check_supported(spec)
+    # every node sizes its channels for node 0's DDP trainers (reanalyzers write one ring per trainer)
+    config = replace(config, roles=replace(config.roles, trainers=spec.node(0).trainers))
     set_interface(spec.interface)
     init_rpc(world, spec.rpc_timeout_s)
     head_local = spec.node(0).reanalyzers or plan_roles(config).reanalyzers

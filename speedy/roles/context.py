@@ -13,6 +13,7 @@ from typing import Any, TypeVar
 import numpy as np
 import torch
 
+from speedy.cluster.ddp import trainer_device
 from speedy.components import block_layout, build_model, resolve_device, task_spec
 from speedy.config import Config, config_from_dict
 from speedy.metrics import MetricsWriter
@@ -36,9 +37,12 @@ class RolePlan:
     reanalyzers: int
     refreshers: int
     threads: dict[str, int] = field(default_factory=dict)  # torch threads per role kind
+    trainers: int = 1  # DDP trainers: "trainer" (rank 0), "trainer1", …
+    ddp_port: int = 0  # TCP port on 127.0.0.1 of the trainers' process-group store (trainers > 1)
 
     def row_names(self) -> list[str]:
         names = ["agent", "replay", "trainer", "evaluator"]
+        names += [f"trainer{t}" for t in range(1, self.trainers)]
         names += [f"actor{i}" for i in range(self.actors)]
         names += [f"reanalyzer{i}" for i in range(self.reanalyzers)]
         names += [f"refresher{i}" for i in range(self.refreshers)]
@@ -57,7 +61,19 @@ class RoleSpec:
 
     @property
     def name(self) -> str:
-        return self.role if self.role in ("replay", "trainer", "evaluator") else f"{self.role}{self.index}"
+        return role_name(self.role, self.index)
+
+
+def role_name(role: str, index: int) -> str:
+    """Process and board-row name: 'replay', 'evaluator', 'trainer' (DDP rank 0), 'trainer1', 'actor0', …"""
+    if role in ("replay", "evaluator") or (role == "trainer" and index == 0):
+        return role
+    return f"{role}{index}"
+
+
+def batch_mux(trainer: int) -> str:
+    """Name of the many-to-one channel reanalyzers → DDP trainer `trainer` ('batches' for trainer 0)."""
+    return "batches" if trainer == 0 else f"batches{trainer}"
 
 
 def inference_memory_fraction(plan: RolePlan, share: float) -> float:
@@ -81,6 +97,8 @@ class RoleContext:
         self.task = task_spec(self.config)
         self.layout = block_layout(self.config, self.task)
         self.device = resolve_device(self.config.train.device)
+        if spec.role == "trainer" and spec.plan.trainers > 1:
+            self.device = trainer_device(self.device, spec.index)
         cap_inference_memory(spec, self.config.roles.inference_gpu_share, self.device)
         self.board = Board.attach(spec.run_id)
         self.row: RoleRow = self.board.row(spec.name)

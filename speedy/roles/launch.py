@@ -8,8 +8,9 @@ Shared memory of a run `<id>` (all under /dev/shm/speedy_<id>_*):
     frames<i>               actor i's frame store (single writer)
     blocks (mux)            actors → replay: trajectory blocks
     samples<j>              replay → reanalyzer j: sample windows
-    batches (mux)           reanalyzers → trainer: batch targets (frames travel as refs)
-    priorities (mux)        trainer (0) and refreshers (1…) → replay: priority updates
+    batches (mux)           reanalyzers → trainer: batch targets (frames travel as refs); with DDP trainers one
+                            mux per trainer t (`batch_mux(t)`: batches, batches1, …), each reanalyzer a ring in each
+    priorities (mux)        trainers (0…T−1) and refreshers (T…) → replay: priority updates
     refresh<j>              replay → refresher j: sweep chunks
     weights, target         weight slots: latest weights and the target model
 """
@@ -23,13 +24,14 @@ import shutil
 import signal
 import time
 import uuid
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 
 import numpy as np
 import psutil
 import torch
 
+from speedy.cluster.ddp import free_port
 from speedy.components import block_layout, build_model, frame_store_capacity, task_spec
 from speedy.config import Config
 from speedy.inline import RunSummary
@@ -38,7 +40,7 @@ from speedy.profile import RingMonitor, analyze, batch_ring_depth, format_report
 from speedy.replay.buffer import replay_memory_bytes
 from speedy.roles.board import Board
 from speedy.roles.cluster_agent import HeadLink
-from speedy.roles.context import LATEST_WEIGHTS, TARGET_WEIGHTS, RolePlan, RoleSpec
+from speedy.roles.context import LATEST_WEIGHTS, TARGET_WEIGHTS, RolePlan, RoleSpec, batch_mux
 from speedy.roles.process import role_main
 from speedy.roles.resume import ResumeState, load_resume, restore_shared_state, resume_plan, save_frames
 from speedy.runinfo import Milestones, host_summary, milestone_interval
@@ -68,10 +70,12 @@ def plan_roles(config: Config, cores: int | None = None) -> RolePlan:
     actors = roles.actors or max(1, cores // 4)
     reanalyzers = roles.reanalyzers or max(1, cores // 4)
     refreshers = 0 if roles.refreshers < 0 else (roles.refreshers or (1 if cores >= 4 else 0))
-    busy = actors + reanalyzers + 1
-    trainer_threads = roles.trainer_threads or (max(1, cores - busy + 1) if not torch.cuda.is_available() else 2)
+    trainers = roles.trainers
+    left = max(1, cores - actors - reanalyzers)  # the cores the other busy roles leave, split over the trainers
+    trainer_threads = roles.trainer_threads or (max(1, left // trainers) if not torch.cuda.is_available() else 2)
     threads = {"actor": 1, "reanalyzer": 1, "refresher": 1, "replay": 1, "evaluator": 1, "trainer": trainer_threads}
-    return RolePlan(actors=actors, reanalyzers=reanalyzers, refreshers=refreshers, threads=threads)
+    return RolePlan(actors=actors, reanalyzers=reanalyzers, refreshers=refreshers, threads=threads,
+                    trainers=trainers)
 
 
 def _ring_bytes(message_bytes: int, messages: int) -> int:
@@ -120,8 +124,9 @@ def create_shared_memory(config: Config, plan: RolePlan, run_id: str,
     owned += [Ring.create(run_id, f"samples{j}", _ring_bytes(window_bytes, in_flight + 1))
               for j in range(plan.reanalyzers)]
     batch_ring = batch_ring_depth(config.roles.batch_ring_messages, in_flight)
-    owned += _mux(run_id, "batches", plan.reanalyzers, _ring_bytes(target_bytes, batch_ring))
-    owned += _mux(run_id, "priorities", 1 + plan.refreshers, _ring_bytes(B * 24 + chunk_bytes // 4, 16))
+    for t in range(plan.trainers):
+        owned += _mux(run_id, batch_mux(t), plan.reanalyzers, _ring_bytes(target_bytes, batch_ring))
+    owned += _mux(run_id, "priorities", plan.trainers + plan.refreshers, _ring_bytes(B * 24 + chunk_bytes // 4, 16))
     owned += [Ring.create(run_id, f"refresh{j}", _ring_bytes(chunk_bytes, 2)) for j in range(plan.refreshers)]
     model = build_model(config, spec, torch.device("cpu"))
     state = model.state_dict()
@@ -148,7 +153,7 @@ class Supervisor:
         self.restarts: dict[str, int] = {}
         config_dict = asdict(config)
         if roles is None:
-            roles = [("replay", 0), ("trainer", 0), ("evaluator", 0)]
+            roles = [("replay", 0), ("evaluator", 0)] + [("trainer", t) for t in range(plan.trainers)]
             roles += [("reanalyzer", j) for j in range(plan.reanalyzers)]
             roles += [("refresher", j) for j in range(plan.refreshers)]
             roles += [("actor", i) for i in range(plan.actors)]
@@ -180,6 +185,9 @@ class Supervisor:
                 continue  # an actor that used up its env budget
             self.restarts[name] += 1
             log_file = self.run_dir / "logs" / f"{name}.log"
+            if name.startswith("trainer") and self.plan.trainers > 1:
+                raise RunFailedError(f"DDP trainer {name} failed (exit code {code}; traceback in {log_file}); a "
+                                     f"process group cannot re-admit a member, so the run stops: --resume it")
             if self.restarts[name] > self.config.roles.max_restarts:
                 raise RunFailedError(f"role {name} failed {self.restarts[name]} times (exit code {code}); "
                                 f"its tracebacks are in {log_file}")
@@ -267,6 +275,8 @@ def run_single_box(config: Config, run_dir: Path, log: bool = True, resume: bool
     plan = plan_roles(config)
     if link is not None:
         plan = link.plan(plan)
+    if plan.trainers > 1:
+        plan = replace(plan, ddp_port=free_port())
     restored = load_resume(run_dir, asdict(config), say) if resume else None
     if restored is not None:
         plan = resume_plan(plan, restored)
@@ -277,8 +287,9 @@ def run_single_box(config: Config, run_dir: Path, log: bool = True, resume: bool
     if stale:
         say(f"[agent] removed {len(stale)} shared-memory segment(s) left by killed runs")
     say(f"[agent] pid {os.getpid()}: Ctrl-C stops (final checkpoint kept), SIGUSR1 pauses/resumes", flush=True)
+    trainers = f"{plan.trainers} DDP trainers" if plan.trainers > 1 else "trainer"
     say(f"[agent] {plan.actors} actor(s), {plan.reanalyzers} reanalyzer(s), {plan.refreshers} refresher(s), "
-        f"trainer threads {plan.threads['trainer']}; shared memory speedy_{run_id}_*", flush=True)
+        f"{trainers} with {plan.threads['trainer']} thread(s); shared memory speedy_{run_id}_*", flush=True)
     owned = create_shared_memory(config, plan, run_id, restored)
     board: Board = owned[0]
     stores = [h for h in owned if isinstance(h, FrameStore)]

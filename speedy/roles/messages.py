@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 
 import numpy as np
@@ -69,22 +69,30 @@ POLL_S = 0.25  # how often a blocked sender/receiver looks at the stop flag
 
 
 class Outbox:
-    """Sends dataclass messages on one ring end, shared safely by several coroutines (one put at a time).
+    """Sends dataclass messages on one ring end, shared safely by several coroutines (one put at a time); given
+    several ring ends (one per consumer), each message goes to the ring with the most free space.
 
     A full ring pushes back (the send waits); a peer that died or closed is waited out, since the node agent
     restarts it; `send` gives up (returns False) only when the run is stopping."""
 
-    def __init__(self, writer: RingWriter, stopping: Callable[[], bool]) -> None:
-        self.writer = writer
+    def __init__(self, writer: RingWriter | Sequence[RingWriter], stopping: Callable[[], bool]) -> None:
+        self.writers = [writer] if isinstance(writer, RingWriter) else list(writer)
+        if not self.writers:
+            raise ValueError("an Outbox needs at least one ring writer")
         self.stopping = stopping
         self.lock = asyncio.Lock()
+
+    def _emptiest(self) -> RingWriter:
+        if len(self.writers) == 1:
+            return self.writers[0]
+        return max(self.writers, key=lambda w: w.free_bytes())
 
     async def send(self, obj: Any) -> bool:
         fields, arrays = encode_message(obj)
         async with self.lock:
             while not self.stopping():
                 try:
-                    await self.writer.aput(fields, arrays, timeout=POLL_S)
+                    await self._emptiest().aput(fields, arrays, timeout=POLL_S)
                     return True
                 except RingTimeoutError:
                     continue
@@ -93,7 +101,8 @@ class Outbox:
         return False
 
     def close(self) -> None:
-        self.writer.close()
+        for writer in self.writers:
+            writer.close()
 
 
 class Inbox:

@@ -17,7 +17,7 @@ import torch
 
 from speedy.components import reanalyze_settings, search_config
 from speedy.reanalyze import SampleWindows, compute_targets
-from speedy.roles.context import LATEST_WEIGHTS, TARGET_WEIGHTS, Periodic, RoleContext
+from speedy.roles.context import LATEST_WEIGHTS, TARGET_WEIGHTS, Periodic, RoleContext, batch_mux
 from speedy.roles.messages import Inbox, Outbox
 from speedy.search import ModelSearch
 from speedy.shm.frames import FrameEvictedError
@@ -48,7 +48,8 @@ class TimedInference:
 async def run_reanalyzer(ctx: RoleContext) -> None:
     config, index = ctx.config, ctx.spec.index
     samples_in = Inbox(Ring.attach(ctx.spec.run_id, f"samples{index}").reader(), lambda: ctx.stopping)
-    batches_out = Outbox(mux_writer(ctx.spec.run_id, "batches", index), lambda: ctx.stopping)
+    batches_out = Outbox([mux_writer(ctx.spec.run_id, batch_mux(t), index) for t in range(ctx.spec.plan.trainers)],
+                         lambda: ctx.stopping)  # several DDP trainers: to the one with the most room
     frames = ctx.frame_source()
     settings = reanalyze_settings(config, ctx.task)
     in_flight = config.roles.batches_in_flight

@@ -29,7 +29,8 @@ def refreshed_priorities(windows: SampleWindows, ctx: RoleContext, frames, model
 async def run_refresher(ctx: RoleContext) -> None:
     config, index = ctx.config, ctx.spec.index
     chunks_in = Inbox(Ring.attach(ctx.spec.run_id, f"refresh{index}").reader(), lambda: ctx.stopping)
-    priorities_out = Outbox(mux_writer(ctx.spec.run_id, "priorities", 1 + index), lambda: ctx.stopping)
+    priorities_out = Outbox(mux_writer(ctx.spec.run_id, "priorities", ctx.spec.plan.trainers + index),
+                            lambda: ctx.stopping)  # after the trainers' rings
     frames = ctx.frame_source()
     model = ctx.new_model()
     version = await ctx.wait_for_weights(model)

@@ -3,6 +3,11 @@
 A prefetch task gathers the next batches' frames (by ref, from the node's frame stores) while the current step runs
 in a worker thread. Weights go to the shared slot every min(actor, reanalyzer) update interval; the target slot
 every `train.target_update_interval`. On stop it writes the final checkpoint.
+
+With `roles.trainers` > 1 this is one of several DDP trainers (speedy/cluster/ddp.py): trainer t reads its own
+batches channel (`batch_mux(t)`; reanalyzers send each batch to the emptiest), sends the priorities of its own
+batches, and before every step all trainers agree to take it, so they stop after the same step. Trainer 0 alone
+publishes weights and writes checkpoints.
 """
 
 from __future__ import annotations
@@ -23,10 +28,11 @@ from speedy.checkpoint import (
     set_rng_state,
     state_digest,
 )
+from speedy.cluster.ddp import join_trainer_group
 from speedy.learner import Learner
 from speedy.losses import TrainingBatch
 from speedy.reanalyze import BatchTargets
-from speedy.roles.context import LATEST_WEIGHTS, TARGET_WEIGHTS, Periodic, RoleContext
+from speedy.roles.context import LATEST_WEIGHTS, TARGET_WEIGHTS, Periodic, RoleContext, batch_mux
 from speedy.roles.messages import Inbox, Outbox, PriorityUpdate
 from speedy.shm.frames import FrameEvictedError
 from speedy.shm.mux import MuxReader, mux_writer
@@ -86,15 +92,17 @@ def restore_optimizer(ctx: RoleContext, learner: Learner) -> None:
 
 
 async def run_trainer(ctx: RoleContext) -> None:
-    config = ctx.config
+    config, rank, trainers = ctx.config, ctx.spec.index, ctx.spec.plan.trainers
     model = ctx.new_model()
     await ctx.wait_for_weights(model)  # the node agent publishes the initial weights (or the last ones on restart)
-    learner = Learner(model, config, ctx.task.frame_stack, ctx.device)
+    group = join_trainer_group(rank, trainers, ctx.spec.plan.ddp_port, ctx.device) if trainers > 1 else None
+    learner = Learner(model, config, ctx.task.frame_stack, ctx.device, data_parallel=group is not None, rank=rank)
     learner.step = max(0, ctx.weights_version())
     restore_optimizer(ctx, learner)
     ctx.row.set("train_steps", learner.step)
-    batches_in = Inbox(MuxReader.attach(ctx.spec.run_id, "batches"), lambda: ctx.stopping)
-    priorities_out = Outbox(mux_writer(ctx.spec.run_id, "priorities", 0), lambda: ctx.stopping)
+    publisher = rank == 0
+    batches_in = Inbox(MuxReader.attach(ctx.spec.run_id, batch_mux(rank)), lambda: ctx.stopping)
+    priorities_out = Outbox(mux_writer(ctx.spec.run_id, "priorities", rank), lambda: ctx.stopping)
     latest = WeightSlot.attach(ctx.spec.run_id, LATEST_WEIGHTS)
     target = WeightSlot.attach(ctx.spec.run_id, TARGET_WEIGHTS)
     frames = ctx.frame_source()
@@ -126,31 +134,45 @@ async def run_trainer(ctx: RoleContext) -> None:
             with ctx.row.timed("wait_output"):
                 await queue.put((targets, batch))
 
-    async def train() -> None:
+    async def next_batch() -> tuple[BatchTargets, TrainingBatch] | None:
+        """The next prefetched batch, or None to stop (the run is stopping or the last step is done)."""
         while not ctx.stopping and learner.step < total:
             ctx.row.beat()
             if await ctx.wait_while_paused():
                 continue
             with ctx.row.timed("wait_input"):
                 try:
-                    targets, batch = await asyncio.wait_for(queue.get(), timeout=0.25)
+                    return await asyncio.wait_for(queue.get(), timeout=0.25)
                 except TimeoutError:
                     continue
+        return None
+
+    async def train() -> None:
+        while True:
+            item = await next_batch()
+            if group is not None:
+                with ctx.row.timed("wait_input"):  # a peer still waits for its batch
+                    go_on = await loop.run_in_executor(executor, group.agree, item is not None)
+                if not go_on:
+                    return
+            if item is None:
+                return
+            targets, batch = item
             with ctx.row.timed("busy_train"):
                 stats = await loop.run_in_executor(executor, train_step, batch)
             ctx.row.set("train_steps", learner.step)
             with ctx.row.timed("wait_output"):
                 await priorities_out.send(PriorityUpdate(targets.index, targets.generation, stats.priorities,
                                                          learner.step - 1))  # the weights the step started from
-            if learner.step % publish_every == 0:
+            if publisher and learner.step % publish_every == 0:
                 with ctx.row.timed("weights"):
                     latest.publish_state_dict(model.state_dict(), learner.step)
-            if learner.step % config.train.target_update_interval == 0:
+            if publisher and learner.step % config.train.target_update_interval == 0:
                 with ctx.row.timed("weights"):
                     target.publish_state_dict(model.state_dict(), learner.step)
             if learner.step % 10 == 0 or report.due():
                 ctx.write_stats({k: v for k, v in asdict(stats).items() if k != "priorities"})
-            if checkpoints.due(learner.step):
+            if publisher and checkpoints.due(learner.step):
                 with ctx.row.timed("weights"):
                     write_checkpoint(ctx, learner, target)
 
@@ -161,8 +183,11 @@ async def run_trainer(ctx: RoleContext) -> None:
         feeder.cancel()
         await asyncio.gather(feeder, return_exceptions=True)
         executor.shutdown(wait=True)
-        latest.publish_state_dict(model.state_dict(), learner.step)
-        write_checkpoint(ctx, learner, target)
+        if publisher:
+            latest.publish_state_dict(model.state_dict(), learner.step)
+            write_checkpoint(ctx, learner, target)
+        if group is not None:
+            group.close()
         batches_in.close()
         priorities_out.close()
         latest.close()

@@ -81,6 +81,24 @@ def test_slow_reanalyzer_starves_the_trainer_and_the_board_shows_why(tmp_path, n
 
 
 @pytest.mark.timeout(300)
+def test_two_ddp_trainers_train_in_step_on_batches_from_every_reanalyzer(tmp_path, no_leftovers):
+    config = _cartpole_config(["roles.trainers=2", "roles.reanalyzers=2", "train.training_steps=30",
+                               "roles.refreshers=1", "roles.refresh_chunk=64"])
+    summary = run_single_box(config, tmp_path, log=False)
+    assert summary.train_steps == 30 and (tmp_path / "checkpoint.pt").exists()
+    roles = read_metrics(tmp_path / "metrics" / "agent.jsonl")[-1]["roles"]
+    assert roles["trainer1"]["train_steps"] == 30 and roles["trainer1"]["busy_train"] > 0
+    assert roles["reanalyzer0"]["items"] + roles["reanalyzer1"]["items"] >= 60  # a batch per trainer per step
+    stats = [{r["step"]: r for r in read_metrics(tmp_path / "metrics" / f"{name}.jsonl") if "grad_norm" in r}
+             for name in ("trainer", "trainer1")]
+    common = sorted(set(stats[0]) & set(stats[1]))
+    assert common, "both trainers log their step statistics"
+    for step in common:  # one averaged gradient, two different batches
+        assert stats[0][step]["grad_norm"] == pytest.approx(stats[1][step]["grad_norm"], rel=1e-5)
+    assert any(stats[0][s]["total_loss"] != stats[1][s]["total_loss"] for s in common)
+
+
+@pytest.mark.timeout(300)
 def test_kill_restart_pause_and_ctrl_c(tmp_path, no_leftovers):
     """SIGKILL an actor → restarted; SIGUSR1 → paused and idle; SIGINT → stops within seconds, checkpoint kept,
     no process or shared memory left."""
