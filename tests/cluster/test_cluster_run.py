@@ -24,7 +24,7 @@ TINY = ["model.channels=8", "model.reduced_channels=4", "model.lstm_hidden=16", 
         "roles.refreshers=-1", "run.log_interval_s=1", "train.training_steps=100000"]
 
 
-def run_file(tmp_path: Path, reanalysis_nodes: int) -> Path:
+def run_file(tmp_path: Path, reanalysis_nodes: int, trainers: int = 1) -> Path:
     path = tmp_path / "cluster.toml"
     path.write_text(f"""preset = "cartpole"
 [cluster]
@@ -32,6 +32,7 @@ interface = "lo"
 rpc_timeout_s = 10.0
 [[cluster.nodes]]
 kind = "combined"
+trainers = {trainers}
 actors = 1
 reanalyzers = 1
 [[cluster.nodes]]
@@ -42,10 +43,10 @@ reanalyzers = 1
     return path
 
 
-def start_cluster(tmp_path: Path, world: int, train_steps: int) -> list[subprocess.Popen]:
+def start_cluster(tmp_path: Path, world: int, train_steps: int, trainers: int = 1) -> list[subprocess.Popen]:
     port = free_port()
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
-    config = run_file(tmp_path, world - 1)
+    config = run_file(tmp_path, world - 1, trainers)
     nodes = []
     for rank in range(world):
         cmd = [sys.executable, "-m", "torch.distributed.run", f"--nnodes={world}", "--nproc-per-node=1",
@@ -77,8 +78,8 @@ def batches_made(path: Path) -> int:
 
 
 @pytest.mark.timeout(400)
-def test_reanalysis_node_feeds_the_trainer_and_everything_stops_at_the_end(tmp_path):
-    nodes = start_cluster(tmp_path, 2, 60)
+def test_reanalysis_node_feeds_two_ddp_trainers_and_everything_stops_at_the_end(tmp_path):
+    nodes = start_cluster(tmp_path, 2, 60, trainers=2)
     try:
         for node in nodes:
             node.wait(timeout=360)
@@ -93,6 +94,9 @@ def test_reanalysis_node_feeds_the_trainer_and_everything_stops_at_the_end(tmp_p
     summary = json.loads((tmp_path / "run" / "summary.json").read_text())
     assert summary["train_steps"] == 60
     assert batches_made(tmp_path / "run" / "node1" / "metrics" / "reanalyzer1.jsonl") > 0
+    assert "2 DDP trainers" in outputs[0]
+    roles = read_metrics(tmp_path / "run" / "metrics" / "agent.jsonl")[-1]["roles"]
+    assert roles["trainer1"]["train_steps"] == 60 and roles["trainer1"]["busy_train"] > 0
     assert "lost nodes: none" in outputs[0]
 
 
