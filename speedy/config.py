@@ -287,6 +287,9 @@ class RunConfig:
     num_threads: int = 0  # torch/BLAS threads of an inline run; 0 = auto (1 for vector tasks, all cores for Atari)
     checkpoint_interval_steps: int = 1000  # the trainer writes checkpoint.pt every this many training steps (0 = off)
     checkpoint_interval_min: float = 10.0  # ... and at least every this many minutes of training (0 = off)
+    # crash safety of the replay buffer: a snapshot (replay.npz + journaled frames) every this many minutes (0 = only
+    # when the run stops); speedy/roles/resume.py
+    replay_snapshot_interval_min: float = 10.0
 
     def validate(self) -> None:
         _check(self.max_env_steps >= 1, "run.max_env_steps", self.max_env_steps, ">= 1")
@@ -297,6 +300,8 @@ class RunConfig:
                ">= 0 (0 = off)")
         _check(self.checkpoint_interval_min >= 0, "run.checkpoint_interval_min", self.checkpoint_interval_min,
                ">= 0 (0 = off)")
+        _check(self.replay_snapshot_interval_min >= 0, "run.replay_snapshot_interval_min",
+               self.replay_snapshot_interval_min, ">= 0 (0 = only at the end)")
 
 
 @dataclass

@@ -22,9 +22,11 @@ FIELDS = (
     "pid", "heartbeat", "restarts", "exit_code",
     "env_steps", "train_steps", "items", "episodes", "episode_return", "weights_version",
     "eval_return", "eval_hns", "evals", "eval_train_steps", "eval_env_steps", "sweeps", "refresh_positions",
+    "snapshot_serial",
     *STAGES, *CONCURRENCY, "cpu",
 )
-CONTROLS = ("stop", "pause", "final_eval", "target_reached_env_steps", "target_reached_time", "start_time")
+CONTROLS = ("stop", "pause", "final_eval", "target_reached_env_steps", "target_reached_time", "start_time",
+            "snapshot")  # snapshot: serial of the replay snapshot the agent asks for (the replay row acks it)
 _FIELD_INDEX = {name: i for i, name in enumerate(FIELDS)}
 _CONTROL_INDEX = {name: i for i, name in enumerate(CONTROLS)}
 

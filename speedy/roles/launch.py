@@ -22,6 +22,7 @@ import multiprocessing as mp
 import os
 import shutil
 import signal
+import threading
 import time
 import uuid
 from dataclasses import asdict, replace
@@ -42,7 +43,14 @@ from speedy.roles.board import Board
 from speedy.roles.cluster_agent import HeadLink
 from speedy.roles.context import LATEST_WEIGHTS, TARGET_WEIGHTS, RolePlan, RoleSpec, batch_mux
 from speedy.roles.process import role_main
-from speedy.roles.resume import ResumeState, load_resume, restore_shared_state, resume_plan, save_frames
+from speedy.roles.resume import (
+    FrameJournal,
+    ResumeState,
+    load_resume,
+    restore_shared_state,
+    resume_plan,
+    save_frames,
+)
 from speedy.runinfo import Milestones, host_summary, milestone_interval
 from speedy.shm.frames import FrameStore
 from speedy.shm.mux import create_mux
@@ -266,6 +274,42 @@ def final_evaluation(board: Board, supervisor: Supervisor, say, timeout_s: float
         time.sleep(0.2)
 
 
+class SnapshotSchedule:
+    """The agent's side of crash-safe replay snapshots (speedy/roles/resume.py): every `every_min` minutes ask the
+    replay role for one (board control 'snapshot' = a new serial); once its row acks the serial, journal the frames
+    in a worker thread. `finish` waits for a journal write in flight and returns the serial of the final snapshot."""
+
+    def __init__(self, run_dir: Path, stores: list[FrameStore], board: Board, every_min: float) -> None:
+        self.board, self.every_s = board, 60.0 * every_min
+        self.journal = FrameJournal(run_dir, stores) if every_min > 0 else None
+        self.next_due = time.monotonic() + self.every_s
+        self.pending: int | None = None
+        self.writer: threading.Thread | None = None
+
+    @staticmethod
+    def new_serial() -> int:
+        return time.time_ns() // 1_000_000  # unique per run directory; exact in the board's float64
+
+    def poll(self) -> None:
+        if self.journal is None or (self.writer is not None and self.writer.is_alive()):
+            return
+        if self.pending is None and time.monotonic() >= self.next_due:
+            self.pending = self.new_serial()
+            self.board.set_control("snapshot", self.pending)
+        elif self.pending is not None and self.board.get("replay", "snapshot_serial") == self.pending:
+            self.writer = threading.Thread(target=self.journal.append, args=(self.pending,), daemon=True,
+                                           name="frame-journal")
+            self.writer.start()
+            self.pending, self.next_due = None, time.monotonic() + self.every_s
+
+    def finish(self) -> int:
+        if self.writer is not None:
+            self.writer.join()
+        serial = self.new_serial()
+        self.board.set_control("snapshot", serial)
+        return serial
+
+
 def run_single_box(config: Config, run_dir: Path, log: bool = True, resume: bool = False,
                    link: HeadLink | None = None) -> RunSummary:
     """Train with every role in its own process on this machine; returns the run summary. With `resume`, continue
@@ -277,7 +321,9 @@ def run_single_box(config: Config, run_dir: Path, log: bool = True, resume: bool
         plan = link.plan(plan)
     if plan.trainers > 1:
         plan = replace(plan, ddp_port=free_port())
-    restored = load_resume(run_dir, asdict(config), say) if resume else None
+    layout = block_layout(config, task_spec(config))
+    capacity = lambda actors: frame_store_capacity(config, layout, config.actor.num_envs, actors)  # noqa: E731
+    restored = load_resume(run_dir, asdict(config), say, capacity) if resume else None
     if restored is not None:
         plan = resume_plan(plan, restored)
         say(f"[agent] resuming at train step {restored.train_steps}, env step {restored.env_steps} "
@@ -319,6 +365,7 @@ def run_single_box(config: Config, run_dir: Path, log: bool = True, resume: bool
     progress = Progress(board, start)
     rings = RingMonitor([h for h in owned if isinstance(h, Ring)], run_id)
     next_log = start + config.run.log_interval_s
+    snapshots = SnapshotSchedule(run_dir, stores, board, config.run.replay_snapshot_interval_min)
     try:
         if link is not None:
             link.start(run_id, owned, board)
@@ -326,6 +373,7 @@ def run_single_box(config: Config, run_dir: Path, log: bool = True, resume: bool
         while True:
             time.sleep(0.1)
             rings.sample()
+            snapshots.poll()
             milestones.update(int(board.column("env_steps", "actor").sum()), int(board.get("trainer", "train_steps")))
             if supervisor.check(board, say) == "trained":
                 reason = "trained"
@@ -348,11 +396,12 @@ def run_single_box(config: Config, run_dir: Path, log: bool = True, resume: bool
         # short and leave processes or shared memory behind.
         previous_int = signal.signal(signal.SIGINT, signal.SIG_IGN)
         signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        final_serial = snapshots.finish()  # the replay role's last replay.npz carries it, and so do the frames
         board.set_control("stop", 1)
         if link is not None:
             link.stop()  # tells the other nodes to stop
         supervisor.stop()
-        save_frames(run_dir, stores)  # with the replay role's replay.npz and the trainer's checkpoint: --resume
+        save_frames(run_dir, stores, final_serial)  # with replay.npz and the trainer's checkpoint: --resume
         signal.signal(signal.SIGTERM, previous_term)
         signal.signal(signal.SIGINT, previous_int)
         signal.signal(signal.SIGUSR1, previous_usr1)

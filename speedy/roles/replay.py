@@ -24,11 +24,16 @@ SNAPSHOT = "replay.npz"  # written by the replay role when the run stops
 RESUME_SNAPSHOT = "replay.resume.npz"  # put in place by the node agent for `--resume`, consumed once
 
 
-def save_snapshot(run_dir: Path, replay: ReplayBuffer, rng: np.random.Generator) -> Path:
-    """Write the buffer and the sampling RNG to run_dir/replay.npz atomically (numpy arrays only: loading it
-    runs no code)."""
-    state = replay.state_dict() | {"sampler_rng": np.array(json.dumps(rng.bit_generator.state))}
-    return save_arrays(run_dir / SNAPSHOT, state)
+def snapshot_state(replay: ReplayBuffer, rng: np.random.Generator, serial: int) -> dict[str, np.ndarray]:
+    """A copy of the buffer, the sampling RNG and the snapshot's serial (numpy arrays only: loading runs no code)."""
+    state = {k: np.array(v, copy=True) for k, v in replay.state_dict().items()}
+    return state | {"sampler_rng": np.array(json.dumps(rng.bit_generator.state)),
+                    "snapshot_serial": np.asarray(serial, np.int64)}
+
+
+def save_snapshot(run_dir: Path, replay: ReplayBuffer, rng: np.random.Generator, serial: int = -1) -> Path:
+    """Write the buffer and the sampling RNG to run_dir/replay.npz atomically."""
+    return save_arrays(run_dir / SNAPSHOT, snapshot_state(replay, rng, serial))
 
 
 def load_snapshot(run_dir: Path, replay: ReplayBuffer, rng: np.random.Generator) -> bool:
@@ -39,6 +44,7 @@ def load_snapshot(run_dir: Path, replay: ReplayBuffer, rng: np.random.Generator)
         return False
     with np.load(path, allow_pickle=False) as saved:
         state = dict(saved)
+    state.pop("snapshot_serial", None)
     rng.bit_generator.state = json.loads(str(state.pop("sampler_rng")))
     replay.load_state_dict(state)
     os.replace(path, run_dir / "replay.resumed.npz")
@@ -121,6 +127,21 @@ async def run_replay(ctx: RoleContext) -> None:
             if sent:
                 ctx.row.add("refresh_positions", len(index))
 
+    async def snapshots() -> None:
+        """When the agent asks (board control 'snapshot' = serial): copy the buffer, write it in a worker thread
+        while sampling goes on, then ack the serial in this role's row (the agent then journals the frames)."""
+        done = 0.0
+        loop = asyncio.get_running_loop()
+        while not ctx.stopping:
+            serial = ctx.board.control("snapshot")
+            if serial and serial != done and not ctx.stopping:
+                with ctx.row.timed("busy_replay"):
+                    state = snapshot_state(replay, rng, int(serial))
+                await loop.run_in_executor(None, save_arrays, run_dir / SNAPSHOT, state)
+                done = serial
+                ctx.row.set("snapshot_serial", serial)
+            await asyncio.sleep(0.2)
+
     async def report() -> None:
         periodic = Periodic(config.run.log_interval_s)
         while not ctx.stopping:
@@ -130,14 +151,14 @@ async def run_replay(ctx: RoleContext) -> None:
                                  "max_priority": replay.max_priority})
             await asyncio.sleep(0.1)
 
-    tasks = [ingest(), apply_priorities(), report()]
+    tasks = [ingest(), apply_priorities(), report(), snapshots()]
     tasks += [serve_samples(j) for j in range(plan.reanalyzers)]
     tasks += [serve_refresh(j) for j in range(plan.refreshers)]
     try:
         await asyncio.gather(*tasks)
     finally:
         if ctx.stopping:  # a clean stop of the run (not a crash): keep the buffer for --resume
-            save_snapshot(run_dir, replay, rng)
+            save_snapshot(run_dir, replay, rng, int(ctx.board.control("snapshot")))
         for end in [*samples_out, *refresh_out]:
             end.close()
         blocks_in.close()

@@ -152,3 +152,48 @@ def test_kill_9_of_each_role_kind_once_and_the_run_still_finishes(tmp_path, no_l
     assert summary["train_steps"] == 400
     assert summary["restarts"] == dict.fromkeys(victims, 1), summary["restarts"]
     assert "restarts " in output  # the progress line shows them
+
+
+@pytest.mark.timeout(400)
+def test_after_kill_9_resume_takes_the_periodic_replay_snapshot_and_its_journaled_frames(tmp_path, no_leftovers):
+    import numpy as np
+    import torch
+
+    from speedy.checkpoint import state_digest
+    from speedy.roles.resume import read_journal
+
+    agent = start_run(tmp_path, "--set", "run.checkpoint_interval_steps=5", "--set",
+                      "run.replay_snapshot_interval_min=0.05")
+    try:
+        def snapshotted():  # noqa: ANN202
+            journal = read_journal(tmp_path)
+            if journal is None or not (tmp_path / "replay.npz").exists():
+                return None
+            with np.load(tmp_path / "replay.npz", allow_pickle=False) as saved:
+                ok = int(saved["snapshot_serial"]) == journal[0] and int(saved["num_positions"]) > 0
+            rows = agent_rows(tmp_path)
+            return ok and rows and rows["trainer"]["train_steps"] > 5
+        wait_for(snapshotted, 200, "a replay snapshot with its frames journaled, and a checkpoint")
+        agent.kill()  # no clean stop: no final replay.npz, no frames.npz
+        agent.communicate(timeout=10)
+        time.sleep(3)  # the roles follow their agent within about a second
+    finally:
+        if agent.poll() is None:
+            agent.kill()
+            agent.communicate()
+    assert not (tmp_path / "frames.npz").exists()
+    with np.load(tmp_path / "replay.npz", allow_pickle=False) as replay:
+        positions = int(replay["num_positions"])
+        digest = state_digest({k: torch.from_numpy(np.asarray(v)) for k, v in replay.items()
+                               if k not in ("sampler_rng", "snapshot_serial")})
+    steps = torch.load(tmp_path / "checkpoint.pt", weights_only=True)["train_steps"]
+    resumed = subprocess.run([sys.executable, str(REPO / "run.py"), "--resume", str(tmp_path),
+                              "--max-train-steps", str(steps + 5), "--set", "eval.episodes=1"],
+                             capture_output=True, text=True, cwd=REPO, timeout=300)
+    out = resumed.stdout + resumed.stderr
+    assert resumed.returncode == 0, out[-3000:]
+    assert "replay buffer and frames from the frame journal" in out
+    assert "(with the replay buffer)" in out and f"[replay] resumed with {positions} positions" in out
+    with np.load(tmp_path / "replay.resumed.npz", allow_pickle=False) as replay:
+        assert state_digest({k: torch.from_numpy(np.asarray(v)) for k, v in replay.items()
+                             if k not in ("sampler_rng", "snapshot_serial")}) == digest
