@@ -12,8 +12,8 @@ Rewards are never clipped, and `max_frames` caps the agent steps of one game (fr
 
 Time limits: evaluation keeps the env's registered limit (CartPole-v1: 500 steps, the benchmark's score cap),
 with `max_frames` on top. Training replaces it by `max_frames` (`registered_time_limit=False`): a time limit is
-not a terminal state, but replay treats every episode end as one, so a 500-step cap would teach the value
-function that a perfectly balanced pole is worth nothing 500 steps in (the state holds no clock). This mirrors
+not a terminal state (the state holds no clock). Targets bootstrap past a time-limit cut (speedy/targets.py), but
+long training episodes also keep the rare cut out of CartPole's data. This mirrors
 the Atari protocol, whose training and evaluation caps differ too. Tasks that register no limit (MinAtar) end
 only by themselves or at `max_frames`, so evaluation cannot run forever.
 """
