@@ -140,6 +140,7 @@ class FrameJournal:
         self.stores = stores
         self.first = [store.oldest_id() for store in stores]
         self.count = [0] * len(stores)
+        (self.dir / JOURNAL_MANIFEST).unlink(missing_ok=True)  # no manifest may describe the files emptied below
         for i in range(len(stores)):
             self._path(i).write_bytes(b"")
 
