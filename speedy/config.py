@@ -110,6 +110,11 @@ class ReplayConfig:
     beta_end: float = 1.0
     priority_eps: float = 1e-6
     start_env_steps: int = 2_000  # no training before replay holds this many positions
+    # Priority Refresh (SpeedyZero): a sweep sets every held position's priority to |ẑ − v| with recent weights.
+    # Training steps from the start of one sweep to the next. Inline: a sweep every that many steps (0 = none).
+    # Multi-process (`roles.refreshers` ≥ 1): replay paces the refreshers' sweeps to at most one per that many
+    # steps (0 = back to back, as fast as they go).
+    refresh_interval: int = 0
 
     def validate(self) -> None:
         _check(self.capacity >= self.block_length, "replay.capacity", self.capacity, ">= replay.block_length")
@@ -119,6 +124,7 @@ class ReplayConfig:
         _check(0 <= self.beta_end <= 1, "replay.beta_end", self.beta_end, "in [0, 1]")
         _check(self.priority_eps > 0, "replay.priority_eps", self.priority_eps, "> 0")
         _check(self.start_env_steps >= 0, "replay.start_env_steps", self.start_env_steps, ">= 0")
+        _check(self.refresh_interval >= 0, "replay.refresh_interval", self.refresh_interval, ">= 0 (0 = none)")
 
 
 @dataclass

@@ -37,7 +37,7 @@ from speedy.evaluate import EvalResult, evaluate
 from speedy.learner import Learner
 from speedy.mcts import dirichlet_noise, sample_actions, visit_distribution
 from speedy.metrics import MetricsWriter
-from speedy.reanalyze import compute_targets, sample_windows
+from speedy.reanalyze import compute_targets, refresh_all_priorities, sample_windows
 from speedy.replay import ReplayBuffer
 from speedy.replay.frames import FrameSource
 from speedy.runinfo import Milestones, host_summary, milestone_interval
@@ -98,7 +98,7 @@ def run_inline(config: Config, run_dir: Path, log: bool = True) -> RunSummary:
 
     start = time.time()
     milestones = Milestones(metrics["agent"], start, milestone_interval(config.run.max_env_steps))
-    env_steps = train_steps = 0
+    env_steps = train_steps = actor_version = 0
     last_log = start
     evals: list[EvalResult] = []
     reached: tuple[int, float] | None = None
@@ -158,6 +158,10 @@ def run_inline(config: Config, run_dir: Path, log: bool = True) -> RunSummary:
                 train_steps += 1
                 if train_steps % config.actor.weight_update_interval == 0:
                     _sync(actor_model, model)
+                    actor_version = train_steps
+                if config.replay.refresh_interval and train_steps % config.replay.refresh_interval == 0:
+                    refresh_all_priorities(replay, source, actor_model, actor_version, layout, settings, device,
+                                           config.roles.refresh_chunk, env_steps)
                 search_latest = config.reanalyze.search_weights == "latest"
                 if search_latest and train_steps % config.reanalyze.weight_update_interval == 0:
                     _sync(reanalyze_model, model)

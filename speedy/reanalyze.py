@@ -132,6 +132,32 @@ def n_step_value_targets(
     return value_targets(rewards, boot, td, windows.valid_steps, settings.discount, windows.truncated)
 
 
+def refreshed_priorities(windows: SampleWindows, layout: BlockLayout, frames: FrameSource, model: EfficientZeroNet,
+                         settings: ReanalyzeSettings, device: torch.device) -> np.ndarray:
+    """Priority Refresh (SpeedyZero): |ẑ_t − v(s_t)| for the windows' positions with one model, ẑ the n-step value
+    target bootstrapped with that same model (forward passes only, no search) → (B,) float32."""
+    s = layout.frame_stack
+    z = n_step_value_targets(windows, layout, frames, model, settings, device, 1)[:, 0]
+    values = predicted_values(model, frames.get(windows.frame_refs[:, :s]), device, settings.inference_chunk)
+    return np.abs(z - values).astype(np.float32)
+
+
+def refresh_all_priorities(replay: ReplayBuffer, frames: FrameSource, model: EfficientZeroNet, version: int,
+                           layout: BlockLayout, settings: ReanalyzeSettings, device: torch.device, chunk: int,
+                           env_steps: int) -> int:
+    """One Priority Refresh sweep over every held position, `chunk` positions per pass, as the refresher role does
+    (inline mode's refresh). `version` = the training step of `model`'s weights: a position whose priority is newer
+    keeps it. Returns the number of positions updated."""
+    live = replay.live_positions()
+    updated = 0
+    for begin in range(0, live.size, chunk):
+        positions = replay.positions(live[begin : begin + chunk])
+        windows = sample_windows(replay, positions, env_steps)
+        priorities = refreshed_priorities(windows, layout, frames, model, settings, device)
+        updated += replay.update_priorities(positions.index, positions.generation, priorities, version)
+    return updated
+
+
 def compute_targets(
     windows: SampleWindows,
     layout: BlockLayout,

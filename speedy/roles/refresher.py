@@ -7,23 +7,13 @@ from __future__ import annotations
 
 import asyncio
 
-import numpy as np
-
 from speedy.components import reanalyze_settings
-from speedy.reanalyze import SampleWindows, n_step_value_targets, predicted_values
+from speedy.reanalyze import SampleWindows, refreshed_priorities
 from speedy.roles.context import Periodic, RoleContext
 from speedy.roles.messages import Inbox, Outbox, PriorityUpdate
 from speedy.shm.frames import FrameEvictedError
 from speedy.shm.mux import mux_writer
 from speedy.shm.ring import Ring
-
-
-def refreshed_priorities(windows: SampleWindows, ctx: RoleContext, frames, model, settings) -> np.ndarray:  # noqa: ANN001
-    """|ẑ_t − v(s_t)| for the chunk's positions with one model: (B,) float32."""
-    s = ctx.layout.frame_stack
-    z = n_step_value_targets(windows, ctx.layout, frames, model, settings, ctx.device, 1)[:, 0]
-    values = predicted_values(model, frames.get(windows.frame_refs[:, :s]), ctx.device, settings.inference_chunk)
-    return np.abs(z - values).astype(np.float32)
 
 
 async def run_refresher(ctx: RoleContext) -> None:
@@ -49,8 +39,8 @@ async def run_refresher(ctx: RoleContext) -> None:
                 ctx.row.set("weights_version", version)
             try:
                 with ctx.row.timed("busy_inference"):
-                    priorities = await loop.run_in_executor(None, refreshed_priorities, windows, ctx, frames, model,
-                                                            settings)
+                    priorities = await loop.run_in_executor(None, refreshed_priorities, windows, ctx.layout, frames,
+                                                            model, settings, ctx.device)
             except FrameEvictedError:
                 continue
             with ctx.row.timed("wait_output"):

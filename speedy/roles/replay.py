@@ -66,7 +66,7 @@ async def run_replay(ctx: RoleContext) -> None:
     samples_out = [Outbox(Ring.attach(run_id, f"samples{j}").writer(), stopping) for j in range(plan.reanalyzers)]
     refresh_out = [Outbox(Ring.attach(run_id, f"refresh{j}").writer(), stopping) for j in range(plan.refreshers)]
     ready = min(config.replay.start_env_steps, config.run.max_env_steps // 2)
-    sweep = {"cursor": 0}
+    sweep = {"cursor": 0, "started": -config.replay.refresh_interval}  # cursor in live positions; train step
 
     async def ingest() -> None:
         while not ctx.stopping:
@@ -104,6 +104,19 @@ async def run_replay(ctx: RoleContext) -> None:
             with ctx.row.timed("wait_output"):
                 await samples_out[j].send(windows)
 
+    async def pace_sweep() -> bool:
+        """Before a sweep: wait until `replay.refresh_interval` training steps have passed since the last one began
+        (0 = no pacing). True if it waited (the caller re-checks pause and stop)."""
+        interval = config.replay.refresh_interval
+        if ctx.train_steps() >= sweep["started"] + interval:
+            sweep["started"] = ctx.train_steps()
+            return False
+        with ctx.row.timed("wait_input"):
+            while not ctx.stopping and ctx.train_steps() < sweep["started"] + interval:
+                ctx.row.beat()
+                await asyncio.sleep(0.02)
+        return True
+
     async def serve_refresh(j: int) -> None:
         await wait_until_ready()
         chunk = config.roles.refresh_chunk
@@ -113,6 +126,8 @@ async def run_replay(ctx: RoleContext) -> None:
             live = replay.live_positions()
             if live.size == 0:
                 await asyncio.sleep(0.1)
+                continue
+            if sweep["cursor"] == 0 and await pace_sweep():
                 continue
             start = sweep["cursor"] % live.size
             index = live[start : start + chunk]

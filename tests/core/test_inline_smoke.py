@@ -32,7 +32,7 @@ def test_cartpole_inline_smoke(tmp_path):
         "replay.block_length=16",
         "replay.start_env_steps=64", "train.batch_size=16", "eval.episodes=2", "eval.interval=50",
         "mcts.num_simulations=4", "eval.num_simulations=4", "train.reanalyze_ratio=0.5",
-        "train.target_update_interval=20", "run.stop_eval_return=0",
+        "train.target_update_interval=20", "run.stop_eval_return=0", "replay.refresh_interval=25",
     ])
     summary = run_inline(config, tmp_path, log=False)
     assert summary.train_steps == 100

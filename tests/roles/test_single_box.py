@@ -81,6 +81,19 @@ def test_slow_reanalyzer_starves_the_trainer_and_the_board_shows_why(tmp_path, n
 
 
 @pytest.mark.timeout(300)
+def test_replay_paces_priority_refresh_sweeps_by_training_steps(tmp_path, no_leftovers):
+    """`replay.refresh_interval` = 10: at most one whole-buffer sweep per 10 training steps (back to back, a tiny
+    buffer is swept hundreds of times in such a run)."""
+    config = _cartpole_config(["train.training_steps=60", "roles.refreshers=1", "roles.refresh_chunk=64",
+                               "replay.refresh_interval=10"])
+    summary = run_single_box(config, tmp_path, log=False)
+    assert summary.train_steps == 60
+    roles = read_metrics(tmp_path / "metrics" / "agent.jsonl")[-1]["roles"]
+    assert 2 <= roles["replay"]["sweeps"] <= 60 // 10 + 1
+    assert roles["refresher0"]["items"] > 0
+
+
+@pytest.mark.timeout(300)
 def test_two_ddp_trainers_train_in_step_on_batches_from_every_reanalyzer(tmp_path, no_leftovers):
     config = _cartpole_config(["roles.trainers=2", "roles.reanalyzers=2", "train.training_steps=30",
                                "roles.refreshers=1", "roles.refresh_chunk=64"])
