@@ -80,8 +80,18 @@ def pin(cores: list[int]) -> None:
     _PINNED = cores
 
 
-def _pin_from(queue: Any) -> None:  # noqa: ANN401 (a multiprocessing queue)
-    pin(queue.get())
+def _init_worker(queue: Any) -> None:  # noqa: ANN401 (a multiprocessing queue, or None)
+    """A pool worker: SIGTERM when the benchmark process dies (by any signal), and SIGTERM ends its run through
+    the run's own clean-up (KeyboardInterrupt), so a stopped benchmark leaves no run or segment behind; pinned
+    to its cores with --pin."""
+    from speedy.roles.process import signal_on_parent_death
+
+    signal.signal(signal.SIGTERM, _on_stop)
+    signal_on_parent_death(signal.SIGTERM)
+    if os.getppid() == 1:  # the benchmark died before the prctl
+        raise SystemExit(3)
+    if queue is not None:
+        pin(queue.get())
 
 
 def run_seed(preset: str, seed: int, inline: bool, overrides: list[str], run_dir: Path, threshold: float) -> str:
@@ -136,10 +146,20 @@ def run_all(args: argparse.Namespace, seeds: list[int], threshold: float, run_ro
     queue = context.Queue()
     for cores in sets or []:
         queue.put(cores)
-    pool = ProcessPoolExecutor(args.jobs, mp_context=context, initializer=_pin_from if sets else None,
-                               initargs=(queue,) if sets else ())
-    with pool:
+    pool = ProcessPoolExecutor(args.jobs, mp_context=context, initializer=_init_worker,
+                               initargs=(queue if sets else None,))
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, _on_stop)
+    try:
         return [Path(d) for d in pool.map(run_seed, *zip(*calls, strict=True))]
+    except KeyboardInterrupt:
+        print("stopped: the runs in progress were told to stop; re-make the table with --from-runs", flush=True)
+        for worker in list(getattr(pool, "_processes", {}).values()):
+            worker.terminate()  # SIGTERM: each run cleans up and ends
+        pool.shutdown(wait=True, cancel_futures=True)
+        raise SystemExit(130) from None
+    finally:
+        pool.shutdown(wait=True)
 
 
 def plot(rows: Sequence[SeedRow], threshold: float, title: str, path: Path) -> Path:

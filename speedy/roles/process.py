@@ -50,6 +50,14 @@ _PR_SET_PDEATHSIG = 1
 AGENT_POLL_S = 1.0
 
 
+def signal_on_parent_death(signum: int = signal.SIGTERM) -> None:
+    """Linux: have the kernel send `signum` to this process when the process that spawned it dies (prctl
+    PR_SET_PDEATHSIG); elsewhere nothing."""
+    if sys.platform.startswith("linux"):
+        with contextlib.suppress(OSError, AttributeError):
+            ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, int(signum), 0, 0, 0)
+
+
 def die_with_agent() -> None:
     """End this role process when its node agent (the spawning parent) dies, by any signal, SIGKILL included.
 
@@ -60,9 +68,7 @@ def die_with_agent() -> None:
     """
     parent = mp.parent_process()
     agent_pid = parent.pid if parent is not None else os.getppid()
-    if sys.platform.startswith("linux"):
-        with contextlib.suppress(OSError, AttributeError):
-            ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, int(signal.SIGTERM), 0, 0, 0)
+    signal_on_parent_death(signal.SIGTERM)
     if os.getppid() != agent_pid:
         os._exit(3)  # the agent died before we got here
 

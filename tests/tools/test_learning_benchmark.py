@@ -94,3 +94,32 @@ def test_sigterm_stops_the_benchmark_not_just_its_current_run(tmp_path: Path, mo
     assert proc.returncode == 0, out[-3000:]
     assert "stopped: 1 of 3 seed(s) run" in out and "| 0 |" in out, out[-3000:]
     assert sorted(p.name for p in root.iterdir()) == [f"cartpole-{'inline' if mode else 'multi-process'}-s0"]
+
+
+@pytest.mark.timeout(120)
+def test_killing_the_benchmark_ends_its_parallel_runs(tmp_path: Path):
+    """SIGKILL of a `--jobs 2` benchmark: both seeds' runs stop within seconds and leave no shared memory."""
+    import signal
+    import time
+
+    import psutil
+
+    def segments() -> set[str]:
+        return {p.name for p in Path("/dev/shm").iterdir() if p.name.startswith("speedy_")}
+
+    before = segments()
+    root = tmp_path / "runs"
+    cmd = [sys.executable, str(REPO / "tools" / "learning_benchmark.py"), "--preset", "cartpole", "--inline",
+           "--seeds", "0", "1", "--jobs", "2", "--run-root", str(root),
+           "--set", "run.max_env_steps=100000", "--set", "replay.start_env_steps=200"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 60
+    while len(list(root.glob("*/metrics/train.jsonl"))) < 2 and time.time() < deadline:
+        time.sleep(0.2)
+    workers = psutil.Process(proc.pid).children(recursive=True)
+    assert len(list(root.glob("*/metrics/train.jsonl"))) == 2 and workers
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(10)
+    _, alive = psutil.wait_procs(workers, timeout=15)
+    assert not alive, [p.cmdline() for p in alive]
+    assert not segments() - before
