@@ -56,9 +56,9 @@ def checkpoint_file(path: str | Path) -> Path:
     return path
 
 
-def load_agent(path: str | Path, device: torch.device) -> LoadedAgent:
-    """Load a checkpoint (or a run directory's newest usable one) for Atari evaluation; EvaluateError if the file
-    is unusable, has no config, is not an Atari task, or its weights do not fit its config's network."""
+def load_agent(path: str | Path, device: torch.device, atari_only: bool = True) -> LoadedAgent:
+    """Load a checkpoint (or a run directory's newest usable one); EvaluateError if the file is unusable, has no
+    config, is not an Atari task (unless `atari_only` is False), or its weights do not fit its config's network."""
     file = checkpoint_file(path)
     try:
         record = load_latest(file, "cpu")
@@ -67,7 +67,7 @@ def load_agent(path: str | Path, device: torch.device) -> LoadedAgent:
         raise EvaluateError(str(e)) from e
     except (KeyError, TypeError, ValueError, ConfigError) as e:
         raise EvaluateError(f"{file} has no usable config ({type(e).__name__}: {e})") from e
-    if not config.env.id.startswith("atari:"):
+    if atari_only and not config.env.id.startswith("atari:"):
         raise EvaluateError(f"{file} was trained on {config.env.id}, not an Atari game: --evaluate plays the Atari "
                             f"100k protocol")
     model = build_model(config, task_spec(config), device)
