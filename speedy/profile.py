@@ -1,5 +1,7 @@
-"""Pipeline profile of a single-box run, from its metrics files: where each process's time goes, what each role kind
-delivers, how full the rings are, how stale the weights are, which role limits training and what to change.
+"""Pipeline profile of a single-box run or a torchrun cluster, from its metrics files: where each process's time goes,
+what each role kind delivers, how full the rings are, how stale the weights are, which role limits training and what
+to change. A cluster's other nodes write into `RUN_DIR/node<k>/` (copy them there from other machines): their
+processes join the profile as `node<k>/<role>` and count in their role kind (rings and cores: node 0's).
 
 One implementation for `tools/profile_pipeline.py` (offline and live) and the node agent's end-of-run table.
 Inputs: `metrics/<process>.jsonl` (cumulative board rows written every `run.log_interval_s`; stage fields are
@@ -118,18 +120,24 @@ class PipelineProfile:
 
 
 def role_kind(name: str) -> str:
-    """'reanalyzer3' → 'reanalyzer'."""
-    return re.sub(r"\d+$", "", name)
+    """'reanalyzer3' → 'reanalyzer'; 'node2/reanalyzer3' (a cluster node's process) → 'reanalyzer'."""
+    return re.sub(r"\d+$", "", name.rsplit("/", 1)[-1])
 
 
 def load_records(run_dir: str | Path) -> dict[str, list[dict[str, Any]]]:
-    """Every metrics file of the run: source → records (board rows only for role processes)."""
+    """Every metrics file of the run: source → records (board rows only for role processes). The files of a
+    cluster's other nodes (`node<k>/metrics/`) come as 'node<k>/<process>' (their agents' files left out)."""
     records = {}
-    for path in sorted((Path(run_dir) / "metrics").glob("*.jsonl")):
-        rows = read_metrics(path)
-        if path.stem != "agent":
-            rows = [r for r in rows if "other" in r]  # the evaluator also writes result records
-        records[path.stem] = rows
+    run_dir = Path(run_dir)
+    node_dirs = sorted(run_dir.glob("node*/metrics"), key=lambda d: int(re.sub(r"\D", "", d.parent.name) or 0))
+    for metrics, prefix in [(run_dir / "metrics", ""), *((d, f"{d.parent.name}/") for d in node_dirs)]:
+        for path in sorted(metrics.glob("*.jsonl")):
+            if prefix and path.stem == "agent":
+                continue
+            rows = read_metrics(path)
+            if path.stem != "agent":
+                rows = [r for r in rows if "other" in r]  # the evaluator also writes result records
+            records[prefix + path.stem] = rows
     return records
 
 
@@ -141,7 +149,10 @@ def board_rows(records: dict[str, list[dict[str, Any]]]) -> dict[str, list[dict[
         for name, row in record.get("roles", {}).items():
             if name != "agent" and "other" in row:
                 series.setdefault(name, []).append({"time": record["time"], "step": record["step"], **row})
-    return series or {name: rows for name, rows in records.items() if name != "agent"}
+    if not series:
+        return {name: rows for name, rows in records.items() if name != "agent"}
+    # other nodes' processes from their own files (node 0's board holds idle rows for them, which drop out)
+    return series | {name: rows for name, rows in records.items() if "/" in name}
 
 
 def run_start(records: dict[str, list[dict[str, Any]]]) -> float:

@@ -10,6 +10,10 @@ agent's end-of-run table is the same analysis).
 `--window START:END` is in seconds since the run's first record (either side may be empty); by default the window
 starts at the first training step. The PNG (needs matplotlib: pip install -e '.[tools]') has a stacked time bar per
 process and the ring fill and training rate over time.
+
+A torchrun cluster: point it at node 0's run directory. The other nodes write theirs as `RUN_DIR/node<k>/` (the
+same directory when the nodes share a filesystem; otherwise copy each node's `node<k>/` there, e.g. with rsync);
+their processes appear as `node<k>/<role>` and count in their role kind.
 """
 
 from __future__ import annotations

@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from speedy.metrics import read_metrics
+from speedy.profile import analyze
 from speedy.shm import cleanup_stale
 
 from .test_bridge import free_port, kill_node
@@ -98,6 +99,10 @@ def test_reanalysis_node_feeds_two_ddp_trainers_and_everything_stops_at_the_end(
     roles = read_metrics(tmp_path / "run" / "metrics" / "agent.jsonl")[-1]["roles"]
     assert roles["trainer1"]["train_steps"] == 60 and roles["trainer1"]["busy_train"] > 0
     assert "lost nodes: none" in outputs[0]
+    profile = analyze(tmp_path / "run")  # one profile over both nodes
+    names = {p.name for p in profile.processes}
+    assert {"trainer", "trainer1", "reanalyzer0", "node1/reanalyzer1"} <= names, names
+    assert profile.kinds["reanalyzer"].instances == 2
 
 
 @pytest.mark.timeout(400)

@@ -1,0 +1,52 @@
+"""speedy.profile over a torchrun cluster's run directory: other nodes' processes (RUN_DIR/node<k>/metrics) join the
+profile under their node's name and count in their role kind; node 0's idle placeholder rows for them drop out."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from speedy.profile import analyze, role_kind
+from speedy.stages import STAGES
+
+
+def _row(t: float, seconds: dict[str, float], **extra: float) -> dict:
+    return {"time": t, "step": int(extra.get("train_steps", 0)), **{s: seconds.get(s, 0.0) for s in STAGES},
+            "busy_lanes": sum(v for k, v in seconds.items() if k.startswith("busy")), "overlap": 0.0,
+            "cpu": sum(v for k, v in seconds.items() if k.startswith("busy")), **extra}
+
+
+def _write(path: Path, rows: list[dict]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+
+
+def test_a_reanalysis_nodes_processes_join_the_profile(tmp_path: Path):
+    t0 = 1000.0
+    idle = _row(t0, {})
+    snapshots = []
+    for i, t in enumerate((t0, t0 + 10, t0 + 20)):
+        snapshots.append({"time": t, "step": 10 * i, "roles": {
+            "trainer": _row(t, {"busy_train": 6.0 * i, "wait_input": 4.0 * i}, train_steps=10 * i),
+            "reanalyzer0": _row(t, {"busy_tree": 9.0 * i, "wait_output": 1.0 * i}, items=5 * i),
+            "reanalyzer1": idle,  # hosted by node 1: never active on node 0's board
+        }})
+    _write(tmp_path / "metrics" / "agent.jsonl", [{"time": t0, "step": 0, "config": {"train": {"batch_size": 8}}},
+                                                 *snapshots])
+    _write(tmp_path / "node1" / "metrics" / "reanalyzer1.jsonl",
+           [_row(t0 + 10 * i, {"busy_tree": 5.0 * i, "wait_input": 5.0 * i}, items=3 * i) for i in range(3)])
+    profile = analyze(tmp_path)
+    by_name = {p.name: p for p in profile.processes}
+    assert set(by_name) == {"trainer", "reanalyzer0", "node1/reanalyzer1"}
+    assert by_name["node1/reanalyzer1"].kind == "reanalyzer"
+    assert by_name["node1/reanalyzer1"].shares["busy_tree"] == pytest.approx(0.5)
+    reanalyzers = profile.kinds["reanalyzer"]
+    assert reanalyzers.instances == 2
+    assert reanalyzers.throughput["batches/s"] == pytest.approx(0.5 + 0.3)  # 5 and 3 batches per 10 s
+
+
+def test_role_kind_strips_the_node():
+    assert role_kind("reanalyzer3") == role_kind("node2/reanalyzer3") == "reanalyzer"
+    assert role_kind("node10/trainer") == "trainer"
