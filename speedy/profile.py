@@ -98,6 +98,21 @@ class Diagnosis:
     predicted: dict[str, float] = field(default_factory=dict)  # e.g. {"reanalyzers": 3, "trainer_wait": 0.05}
 
 
+LINK = "link"  # a cluster node's traffic metrics (speedy/roles/cluster_agent.py)
+LINK_KINDS = ("frames_in", "weights_in", "counters_in", "samples_in", "batches_out")
+
+
+@dataclass
+class LinkProfile:
+    """One cluster node's link to node 0 over the window: payload bytes by kind per training step, and in all."""
+
+    node: str
+    peer: str
+    train_steps: int
+    bytes_per_step: dict[str, float]  # kind (LINK_KINDS) → bytes per training step ({} if no step in the window)
+    bytes_per_s: float
+
+
 @dataclass
 class PipelineProfile:
     run_dir: str
@@ -111,6 +126,7 @@ class PipelineProfile:
     train_rate_trend: list[tuple[float, float]]  # (seconds since start, trainer steps/s) per tenth of the window
     interference: list[Interference]  # kinds whose work slows training by ≥ 20 %, worst first
     diagnosis: Diagnosis
+    links: list[LinkProfile] = field(default_factory=list)  # a cluster's node links (empty on one box)
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -135,7 +151,7 @@ def load_records(run_dir: str | Path) -> dict[str, list[dict[str, Any]]]:
             if prefix and path.stem == "agent":
                 continue
             rows = read_metrics(path)
-            if path.stem != "agent":
+            if path.stem not in ("agent", LINK):
                 rows = [r for r in rows if "other" in r]  # the evaluator also writes result records
             records[prefix + path.stem] = rows
     return records
@@ -152,7 +168,25 @@ def board_rows(records: dict[str, list[dict[str, Any]]]) -> dict[str, list[dict[
     if not series:
         return {name: rows for name, rows in records.items() if name != "agent"}
     # other nodes' processes from their own files (node 0's board holds idle rows for them, which drop out)
-    return series | {name: rows for name, rows in records.items() if "/" in name}
+    return series | {name: rows for name, rows in records.items() if "/" in name and not name.endswith("/" + LINK)}
+
+
+def link_profiles(records: dict[str, list[dict[str, Any]]], start: float, end: float) -> list[LinkProfile]:
+    """Bytes per training step on each cluster node's link to node 0 between unix times `start` and `end`, from
+    the node's `link` metrics (cumulative payload bytes by kind and node 0's training steps)."""
+    links = []
+    for name, rows in sorted(records.items()):
+        if not name.endswith("/" + LINK) or (pair := _pair(rows, start, end)) is None:
+            continue
+        first, last = pair
+        steps = last["step"] - first["step"]
+        kinds = {k: float(last[k]) - float(first[k]) for k in last if k in LINK_KINDS and k in first}
+        wall = max(last["time"] - first["time"], 1e-9)
+        links.append(LinkProfile(
+            node=name.split("/", 1)[0], peer=str(last.get("peer", "node0")), train_steps=steps,
+            bytes_per_step={k: v / steps for k, v in kinds.items()} if steps > 0 else {},
+            bytes_per_s=sum(kinds.values()) / wall))
+    return links
 
 
 def run_start(records: dict[str, list[dict[str, Any]]]) -> float:
@@ -377,7 +411,7 @@ def analyze(run_dir: str | Path, window: tuple[float | None, float | None] = (No
         run_dir=str(run_dir), window=(start - t0, end - t0), cores=cores, cores_busy=busy,
         host_load=sum(loads) / len(loads) if loads else None, processes=processes, kinds=kinds,
         rings=rings, train_rate_trend=trend,
-        interference=found, diagnosis=diagnosis)
+        interference=found, diagnosis=diagnosis, links=link_profiles(records, start, end))
 
 
 def _contention_note(bottleneck: Sequence[ProcessProfile], cores: int, loads: Sequence[float]) -> str:
@@ -645,6 +679,11 @@ def format_report(profile: PipelineProfile, per_process: bool = False) -> str:
                                                             for r in profile.rings))
     if profile.train_rate_trend:
         lines.append("train steps/s over the window: " + " ".join(f"{r:.1f}" for _, r in profile.train_rate_trend))
+    for link in profile.links:
+        parts = ", ".join(f"{k} {v / 1024:.1f}" for k, v in link.bytes_per_step.items())
+        total = sum(link.bytes_per_step.values()) / 1024
+        lines.append(f"link {link.node}–{link.peer}: {total:.1f} KiB per training step ({parts}), "
+                     f"{link.bytes_per_s / 2**20:.2f} MiB/s")
     for i in profile.interference:
         lines.append(f"training runs at {i.rate_while_busy:.1f} steps/s while the {i.kind} works "
                      f"({_pct(i.busy_fraction)} of the time), {i.rate_otherwise:.1f} otherwise")

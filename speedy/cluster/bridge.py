@@ -28,6 +28,7 @@ import torch
 from speedy.shm.ring import RingError, RingReader, RingWriter
 
 _INBOUND: dict[str, RingWriter] = {}
+_INBOUND_BYTES: dict[str, int] = {}  # channel → bytes of the records delivered into it on this node
 _LOCK = threading.Lock()
 
 
@@ -79,12 +80,22 @@ def deliver(channel: str, data: torch.Tensor, lengths: torch.Tensor, accept_s: f
         return -1  # not registered (yet): the node is still starting; the sender retries, then gives up
     records = unpack(data, lengths)
     deadline = time.monotonic() + accept_s
+    taken = len(records)
     for i, record in enumerate(records):
         try:
             writer.put_bytes(record, timeout=max(0.0, deadline - time.monotonic()))
         except RingError:  # full, or the local consumer is stopping or restarting: the sender tries again later
-            return i
-    return len(records)
+            taken = i
+            break
+    with _LOCK:
+        _INBOUND_BYTES[channel] = _INBOUND_BYTES.get(channel, 0) + sum(len(r) for r in records[:taken])
+    return taken
+
+
+def inbound_bytes() -> dict[str, int]:
+    """Channel → bytes delivered into this node's rings so far."""
+    with _LOCK:
+        return dict(_INBOUND_BYTES)
 
 
 @dataclass

@@ -33,6 +33,7 @@ from speedy.cluster import bridge
 from speedy.cluster.bootstrap import TorchrunWorld, init_rpc, set_interface
 from speedy.cluster.nodes import ClusterError, ClusterSpec
 from speedy.config import Config
+from speedy.metrics import MetricsWriter
 from speedy.roles.board import Board
 from speedy.roles.context import LATEST_WEIGHTS, TARGET_WEIGHTS, RolePlan, batch_mux
 from speedy.shm.frames import FrameStore
@@ -155,6 +156,8 @@ class ReanalysisLink:
         self.forwarders: list[bridge.Forwarder] = []
         self.head_lost: Exception | None = None
         self.versions = {LATEST_WEIGHTS: -1, TARGET_WEIGHTS: -1}
+        self.pulled = {"frames": 0, "weights": 0, "counters": 0}  # bytes pulled from node 0
+        self.train_steps = 0  # node 0's, as last pulled
         self._stop = threading.Event()
         self._puller: threading.Thread | None = None
 
@@ -200,17 +203,31 @@ class ReanalysisLink:
                 store.skip_to(first)
             if frames.numel():
                 store.append(frames.numpy())
+                self.pulled["frames"] += frames.numel() * frames.element_size()
         for name, slot in slots.items():
             version, flat = bridge.call(HEAD, "weights", name, self.versions[name], timeout_s=timeout)
             if flat.numel():
                 slot.publish(flat.numpy(), version)
                 self.versions[name] = version
-        counters = bridge.call(HEAD, "counters", timeout_s=timeout).tolist()
+                self.pulled["weights"] += flat.numel()
+        reply = bridge.call(HEAD, "counters", timeout_s=timeout)
+        self.pulled["counters"] += reply.numel() * reply.element_size()
+        counters = reply.tolist()
+        self.train_steps = int(counters[0])
         board.row("trainer").set("train_steps", counters[0])
         for i, steps in enumerate(counters[2:]):
             board.row(f"actor{i}").set("env_steps", steps)
         if counters[1]:
             self._stop.set()
+
+    def link_bytes(self) -> dict[str, int]:
+        """Payload bytes on this node's link to node 0 so far, by what they carry (RPC framing not counted):
+        frames, weights and counters pulled, samples delivered here, batches forwarded to the trainers."""
+        inbound = bridge.inbound_bytes()
+        return {"frames_in": self.pulled["frames"], "weights_in": self.pulled["weights"],
+                "counters_in": self.pulled["counters"],
+                "samples_in": sum(inbound.get(f"samples{j}", 0) for j in self.mine),
+                "batches_out": sum(f.stats.bytes for f in self.forwarders)}
 
     def should_stop(self) -> bool:
         return self._stop.is_set() or self.head_lost is not None or bridge.wait_event("stop", 0)
@@ -241,18 +258,29 @@ def run_reanalysis_node(config: Config, run_dir: Path, spec: ClusterSpec, world:
     board: Board = owned[0]
     supervisor = Supervisor(config, plan, run_id, run_dir, roles=link.local_roles())
     say(f"[node{world.rank}] reanalysis node: reanalyzers {link.mine} for {HEAD}", flush=True)
+    traffic = MetricsWriter(run_dir, "link", tensorboard=False)
+    next_write = time.monotonic()
     try:
         link.start(run_id, owned, board)
         supervisor.start_all()
         while not link.should_stop():
             supervisor.check(board, say)
+            if time.monotonic() >= next_write:
+                traffic.write(link.train_steps, {"peer": HEAD, **link.link_bytes()})
+                next_write = time.monotonic() + config.run.log_interval_s
             time.sleep(0.2)
     finally:
         board.set_control("stop", 1)
         supervisor.stop()
         link.stop()
+        traffic.write(link.train_steps, {"peer": HEAD, **link.link_bytes()})
+        traffic.close()
         for handle in reversed(owned):
             handle.close()
+    if link.train_steps:
+        total = sum(link.link_bytes().values())
+        say(f"[node{world.rank}] link to {HEAD}: {total / link.train_steps / 1024:.1f} KiB per training step "
+            f"({', '.join(f'{k} {v / 2**20:.1f} MiB' for k, v in link.link_bytes().items())})", flush=True)
     if link.head_lost is not None:
         say(f"[node{world.rank}] {HEAD} is gone ({str(link.head_lost).splitlines()[0][:200]}); stopped", flush=True)
         return 1

@@ -103,6 +103,10 @@ def test_reanalysis_node_feeds_two_ddp_trainers_and_everything_stops_at_the_end(
     names = {p.name for p in profile.processes}
     assert {"trainer", "trainer1", "reanalyzer0", "node1/reanalyzer1"} <= names, names
     assert profile.kinds["reanalyzer"].instances == 2
+    [link] = profile.links  # node 1's traffic with node 0, per training step
+    assert link.node == "node1" and link.train_steps > 0
+    assert all(link.bytes_per_step[k] > 0 for k in ("frames_in", "weights_in", "samples_in", "batches_out"))
+    assert "[node1] link to node0:" in outputs[1] and "KiB per training step" in outputs[1]
 
 
 @pytest.mark.timeout(400)
