@@ -113,8 +113,12 @@ class Forwarder:
     """Moves records from a local ring reader to `channel` on node `peer`, in a thread of its own."""
 
     def __init__(self, reader: RingReader, peer: str, channel: str, timeout_s: float = 30.0, batch: int = 64,
-                 accept_s: float = 0.5, on_lost: Callable[[str, Exception], None] | None = None) -> None:
+                 accept_s: float = 0.5, on_lost: Callable[[str, Exception], None] | None = None,
+                 follow_restarts: bool = False) -> None:
+        """`follow_restarts`: the local producer is a role the node agent restarts after a crash, so its closing
+        the ring is not the end of the stream: keep forwarding what its successor writes until `stop()`."""
         self.reader, self.peer, self.channel = reader, peer, channel
+        self.follow_restarts = follow_restarts
         self.timeout_s, self.batch, self.accept_s = timeout_s, batch, min(accept_s, timeout_s / 4)
         self.on_lost = on_lost
         self.stats = ForwarderStats()
@@ -161,7 +165,10 @@ class Forwarder:
                 try:
                     pending += self.reader.get_many(self.batch - len(pending), timeout=0.05 if pending else 0.2)
                 except RingError:  # the local producer closed (or died) and everything it wrote was taken
-                    local_open = False
+                    if self.follow_restarts:
+                        self._stop.wait(0.2)  # a restarted producer re-claims the ring's writing end
+                    else:
+                        local_open = False
             if not pending:
                 continue
             try:

@@ -29,6 +29,18 @@ class FrameSource:
         self.frame_shape = stores[0].frame_shape
         self.dtype = stores[0].dtype
 
+    def published(self, refs: np.ndarray) -> bool:
+        """True if every ref's frame has been written to its store (evicted ones count as written). On a cluster
+        node the stores are replicas that fill asynchronously, so a sample can arrive before its frames."""
+        flat = np.asarray(refs, dtype=np.int64).reshape(-1)
+        if flat.size == 0:
+            return True
+        which = flat >> STORE_SHIFT
+        for index in np.unique(which):
+            if int((flat[which == index] & LOCAL_MASK).max()) >= self.stores[int(index)].next_id:
+                return False
+        return True
+
     def get(self, refs: np.ndarray) -> np.ndarray:
         """Gather frames for refs of any shape → (*refs.shape, *frame_shape)."""
         refs = np.asarray(refs, dtype=np.int64)

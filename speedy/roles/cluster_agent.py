@@ -97,7 +97,7 @@ class HeadLink:
                 bridge.register_inbound(f"{batch_mux(t)}.{j}", mux_writer(run_id, batch_mux(t), j))
             reader = Ring.attach(run_id, f"samples{j}").reader()
             self.forwarders.append(bridge.Forwarder(reader, f"node{rank}", f"samples{j}", self.spec.rpc_timeout_s,
-                                                    batch=4, on_lost=self._lost).start())
+                                                    batch=4, on_lost=self._lost, follow_restarts=True).start())
 
     def _lost(self, peer: str, err: Exception) -> None:
         if peer not in self.lost:
@@ -171,7 +171,7 @@ class ReanalysisLink:
                 channel = f"{batch_mux(t)}.{j}"
                 reader = Ring.attach(run_id, channel).reader()
                 self.forwarders.append(bridge.Forwarder(reader, HEAD, channel, self.spec.rpc_timeout_s, batch=4,
-                                                        on_lost=self._lost).start())
+                                                        on_lost=self._lost, follow_restarts=True).start())
         slots, stores = _slots_and_stores(owned)
         self._puller = threading.Thread(target=self._pull_loop, args=(slots, stores, board), daemon=True,
                                         name="pull-from-head")
