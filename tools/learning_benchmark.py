@@ -49,6 +49,7 @@ from speedy.learning_report import (  # noqa: E402
 
 _PINNED: list[int] | None = None  # this process's cores when --pin gave it some
 _STOPPED = False  # Ctrl-C or SIGTERM: the run in progress stops cleanly and no further seed starts
+_BENCHMARK_PID = 0  # in a pool worker: the benchmark process that started it
 
 
 def _interrupted(run_dir: Path) -> bool:
@@ -86,6 +87,8 @@ def _init_worker(queue: Any) -> None:  # noqa: ANN401 (a multiprocessing queue, 
     to its cores with --pin."""
     from speedy.roles.process import signal_on_parent_death
 
+    global _BENCHMARK_PID
+    _BENCHMARK_PID = os.getppid()
     signal.signal(signal.SIGTERM, _on_stop)
     signal_on_parent_death(signal.SIGTERM)
     if os.getppid() == 1:  # the benchmark died before the prctl
@@ -106,14 +109,18 @@ def run_seed(preset: str, seed: int, inline: bool, overrides: list[str], run_dir
     (run_dir / BENCHMARK_FILE).write_text(json.dumps({
         "preset": preset, "seed": seed, "mode": "inline" if inline else "multi-process", "threshold": threshold,
         "overrides": overrides, "cores": _PINNED}, indent=2))
-    if inline:
-        from speedy.inline import run_inline
+    try:
+        if inline:
+            from speedy.inline import run_inline
 
-        run_inline(config, run_dir, log=False)
-    else:
-        from speedy.roles.launch import run_single_box
+            run_inline(config, run_dir, log=False)
+        else:
+            from speedy.roles.launch import run_single_box
 
-        run_single_box(config, run_dir, log=False)
+            run_single_box(config, run_dir, log=False)
+    finally:
+        if _BENCHMARK_PID and os.getppid() != _BENCHMARK_PID:
+            os._exit(130)  # a worker whose benchmark died: its run has cleaned up; nobody will take the result
     return str(run_dir)
 
 
