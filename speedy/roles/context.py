@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
@@ -152,6 +152,21 @@ class RoleContext:
                 assert weight_slot.layout is not None
                 model.load_state_dict(unflatten_state_dict(self._buffers[slot], weight_slot.layout))
         return version
+
+    async def wait_until(self, condition: Callable[[], bool], stage: str = "wait_input",
+                         timeout_s: float | None = None, poll_s: float = 0.02) -> bool:
+        """Sleep-poll until `condition()` holds, timed as `stage` (nothing is timed if it already holds); False if
+        the role is stopping or `timeout_s` passed first."""
+        if condition():
+            return True
+        deadline = None if timeout_s is None else time.monotonic() + timeout_s
+        with self.row.timed(stage):
+            while not condition():
+                if self.stopping or (deadline is not None and time.monotonic() > deadline):
+                    return False
+                self.row.beat()
+                await asyncio.sleep(poll_s)
+        return True
 
     async def wait_for_weights(self, model: torch.nn.Module, slot: str = LATEST_WEIGHTS) -> int:
         while True:

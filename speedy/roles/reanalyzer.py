@@ -81,19 +81,6 @@ async def run_reanalyzer(ctx: RoleContext) -> None:
         if ctx.weights_version(TARGET_WEIGHTS) > target_versions[k]:
             target_versions[k] = ctx.pull_weights(target_models[k], TARGET_WEIGHTS)
 
-    async def frames_published(windows: SampleWindows) -> bool:
-        """Wait (as input) until the windows' frames are in this node's stores: on a cluster node they are replicas
-        pulled from node 0 and can trail the samples by a pull period; on one box they are always there."""
-        deadline = time.monotonic() + FRAME_WAIT_S
-        if frames.published(windows.frame_refs):
-            return True
-        with ctx.row.timed("wait_input"):
-            while not frames.published(windows.frame_refs):
-                if ctx.stopping or time.monotonic() > deadline:
-                    return False
-                await asyncio.sleep(0.02)
-        return True
-
     async def worker(k: int) -> None:
         nonlocal computed
         rng = np.random.default_rng(config.run.seed + 31 * index + k)
@@ -102,8 +89,10 @@ async def run_reanalyzer(ctx: RoleContext) -> None:
                 windows = await samples_in.receive(SampleWindows)
             if windows is None:
                 return
-            if not await frames_published(windows):
-                continue  # its frames never arrived (a replica far behind): replay samples again
+            # On a cluster node the frame stores are replicas pulled from node 0 and can trail the samples by a
+            # pull period (on one box the frames are always there); frames that never arrive: replay samples again.
+            if not await ctx.wait_until(lambda w=windows: frames.published(w.frame_refs), timeout_s=FRAME_WAIT_S):
+                continue
             refresh_weights(k)
             search = searches[k]
             tree, inference = search.tree_seconds, search.inference_seconds + timed_targets[k].inference_seconds

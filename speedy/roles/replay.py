@@ -88,9 +88,7 @@ async def run_replay(ctx: RoleContext) -> None:
                 replay.update_priorities(update.index, update.generation, update.priorities, update.version)
 
     async def wait_until_ready() -> None:
-        with ctx.row.timed("wait_input"):
-            while replay.num_positions < max(1, ready) and not ctx.stopping:
-                await asyncio.sleep(0.05)
+        await ctx.wait_until(lambda: replay.num_positions >= max(1, ready), poll_s=0.05)
 
     async def serve_samples(j: int) -> None:
         await wait_until_ready()
@@ -111,10 +109,7 @@ async def run_replay(ctx: RoleContext) -> None:
         if ctx.train_steps() >= sweep["started"] + interval:
             sweep["started"] = ctx.train_steps()
             return False
-        with ctx.row.timed("wait_input"):
-            while not ctx.stopping and ctx.train_steps() < sweep["started"] + interval:
-                ctx.row.beat()
-                await asyncio.sleep(0.02)
+        await ctx.wait_until(lambda: ctx.train_steps() >= sweep["started"] + interval)
         return True
 
     async def serve_refresh(j: int) -> None:
