@@ -72,8 +72,8 @@ def main(argv: list[str] | None = None) -> int:
     cluster = cluster_node(args.config)
     if isinstance(cluster, int):
         return cluster
-    if cluster is not None and (args.inline or args.resume or args.evaluate or args.cleanup):
-        print("error: --inline, --resume, --evaluate and --cleanup are single-box commands (not under torchrun)",
+    if cluster is not None and (args.inline or args.evaluate or args.cleanup):
+        print("error: --inline, --evaluate and --cleanup are single-box commands (not under torchrun)",
               file=sys.stderr)
         return 2
 
@@ -128,7 +128,7 @@ def main(argv: list[str] | None = None) -> int:
         world, spec = cluster
         node_dir = run_dir if world.rank == 0 else run_dir / f"node{world.rank}"
         node_dir.mkdir(parents=True, exist_ok=True)
-        return run_cluster_node(config, node_dir, spec, world)
+        return run_cluster_node(config, node_dir, spec, world, resume=bool(args.resume))
     if args.inline:
         from speedy.inline import run_inline
 

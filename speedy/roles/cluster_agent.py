@@ -73,6 +73,7 @@ class HeadLink:
         self.trainers = spec.node(0).trainers
         self.forwarders: list[bridge.Forwarder] = []
         self.lost: set[str] = set()
+        self.stopped = False
 
     def remote(self) -> dict[int, int]:
         return {j: rank for j, rank in self.homes.items() if rank != 0}
@@ -107,7 +108,10 @@ class HeadLink:
 
     def stop(self) -> None:
         """Stop forwarding, then tell every node still there to stop (in that order: a stopped node no longer
-        answers, which a forwarder would report as a loss)."""
+        answers, which a forwarder would report as a loss). Once: later calls do nothing."""
+        if self.stopped:
+            return
+        self.stopped = True
         for forwarder in self.forwarders:
             forwarder.stop(2.0)
         for rank in sorted(set(self.remote().values())):
@@ -229,8 +233,12 @@ class ReanalysisLink:
                 "samples_in": sum(inbound.get(f"samples{j}", 0) for j in self.mine),
                 "batches_out": sum(f.stats.bytes for f in self.forwarders)}
 
+    def told_to_stop(self) -> bool:
+        """Node 0 ended the run: it said so (the 'stop' event) or its counters carried the stop flag."""
+        return self._stop.is_set() or bridge.wait_event("stop", 0)
+
     def should_stop(self) -> bool:
-        return self._stop.is_set() or self.head_lost is not None or bridge.wait_event("stop", 0)
+        return self.told_to_stop() or self.head_lost is not None
 
     def stop(self) -> None:
         self._stop.set()
@@ -270,6 +278,7 @@ def run_reanalysis_node(config: Config, run_dir: Path, spec: ClusterSpec, world:
                 next_write = time.monotonic() + config.run.log_interval_s
             time.sleep(0.2)
     finally:
+        ended = link.told_to_stop()  # before link.stop(), which sets the same flag
         board.set_control("stop", 1)
         supervisor.stop()
         link.stop()
@@ -281,18 +290,23 @@ def run_reanalysis_node(config: Config, run_dir: Path, spec: ClusterSpec, world:
         total = sum(link.link_bytes().values())
         say(f"[node{world.rank}] link to {HEAD}: {total / link.train_steps / 1024:.1f} KiB per training step "
             f"({', '.join(f'{k} {v / 2**20:.1f} MiB' for k, v in link.link_bytes().items())})", flush=True)
-    if link.head_lost is not None:
+    if link.head_lost is not None and not ended:  # node 0 closing its end after saying stop is no loss
         say(f"[node{world.rank}] {HEAD} is gone ({str(link.head_lost).splitlines()[0][:200]}); stopped", flush=True)
         return 1
     say(f"[node{world.rank}] stopped: {HEAD} ended the run", flush=True)
     return 0
 
 
-def run_cluster_node(config: Config, run_dir: Path, spec: ClusterSpec, world: TorchrunWorld, say: Any = print) -> int:
-    """Entry of `run.py` under torchrun: join RPC, then run node 0 (combined) or a reanalysis node."""
+def run_cluster_node(config: Config, run_dir: Path, spec: ClusterSpec, world: TorchrunWorld, say: Any = print,
+                     resume: bool = False) -> int:
+    """Entry of `run.py` under torchrun: join RPC, then run node 0 (combined) or a reanalysis node. With `resume`,
+    node 0 continues the stopped run in `run_dir` (checkpoint, replay, frames: speedy/roles/resume.py); a
+    reanalysis node holds nothing to restore (it replicates node 0's frames and weights from wherever they are).
+    Exit codes: 0 done, 1 lost node 0 / a run failure, 2 a checkpoint that cannot be resumed."""
     import os
 
-    from speedy.roles.launch import plan_roles, run_single_box
+    from speedy.checkpoint import CheckpointError
+    from speedy.roles.launch import RunFailedError, plan_roles, run_single_box
 
     check_supported(spec)
     # every node sizes its channels for node 0's DDP trainers (reanalyzers write one ring per trainer)
@@ -304,8 +318,15 @@ def run_cluster_node(config: Config, run_dir: Path, spec: ClusterSpec, world: To
     try:
         if world.rank == 0:
             link = HeadLink(spec, reanalyzer_homes(spec, head_local), say)
-            summary = run_single_box(config, run_dir, link=link)
-            say(f"[node0] {summary.train_steps} training steps; lost nodes: {sorted(link.lost) or 'none'}", flush=True)
+            try:
+                summary = run_single_box(config, run_dir, link=link, resume=resume)
+            except (CheckpointError, MemoryError, RunFailedError) as err:
+                code = 2 if isinstance(err, CheckpointError) else 1
+                say(f"error: {'cannot resume: ' if code == 2 else ''}{err}", flush=True)
+                link.stop()  # the other nodes stop now rather than at their deadline
+            else:
+                say(f"[node0] {summary.train_steps} training steps; lost nodes: {sorted(link.lost) or 'none'}",
+                    flush=True)
         else:
             code = run_reanalysis_node(config, run_dir, spec, world, head_local, say)
     finally:

@@ -207,18 +207,14 @@ class Supervisor:
 
     def stop(self, timeout_s: float = 15.0, writers_s: float = 90.0) -> None:
         """Wait for every role to see the stop flag and exit (`timeout_s` in all; the trainer and replay, which
-        write the final checkpoint and the replay snapshot, up to `writers_s`), then terminate, then kill."""
+        write the final checkpoint and the replay snapshot, up to `writers_s`), then kill what is left."""
         deadline = time.monotonic() + timeout_s
         for name in ("trainer", "replay"):
             if name in self.processes:
                 self.processes[name].join(writers_s)
         for process in self.processes.values():
             process.join(max(0.0, deadline - time.monotonic()))
-        for process in self.processes.values():
-            if process.is_alive():
-                process.terminate()
-        for process in self.processes.values():
-            process.join(2.0)
+        for process in self.processes.values():  # a role ignores SIGTERM while its agent lives (die_with_agent)
             if process.is_alive():
                 process.kill()
                 process.join(1.0)

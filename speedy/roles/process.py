@@ -65,9 +65,20 @@ def die_with_agent() -> None:
     parent pid every `AGENT_POLL_S` seconds (other platforms, or a parent that died before the prctl), and
     exits the process at once. The role holds no shared state that dying mid-step could corrupt: the agent
     owns the segments, and a ring record or weight copy is only published once complete.
+
+    A SIGTERM while the agent lives is the agent's to act on, as Ctrl-C is: a signal to the whole process group
+    (torchrun stopping its worker, `kill -TERM -<pgid>`, a batch system) reaches the agent too, which raises the
+    stop flag so that the trainer writes its checkpoint and replay its snapshot; dying on it would lose both.
+    (The agent's own last resort for a role that ignores the flag is SIGKILL.)
     """
     parent = mp.parent_process()
     agent_pid = parent.pid if parent is not None else os.getppid()
+
+    def on_term(signum, frame):  # noqa: ANN001, ARG001
+        if os.getppid() != agent_pid:
+            os._exit(3)
+
+    signal.signal(signal.SIGTERM, on_term)
     signal_on_parent_death(signal.SIGTERM)
     if os.getppid() != agent_pid:
         os._exit(3)  # the agent died before we got here

@@ -2,19 +2,23 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import signal
 import subprocess
 import sys
 import time
 from pathlib import Path
 
+import psutil
 import pytest
 
 from speedy.metrics import read_metrics
 from speedy.profile import analyze
 from speedy.shm import cleanup_stale
 
+from ..roles.conftest import agent_rows, wait_for
 from .test_bridge import free_port, kill_node
 
 REPO = Path(__file__).resolve().parents[2]
@@ -44,7 +48,10 @@ reanalyzers = 1
     return path
 
 
-def start_cluster(tmp_path: Path, world: int, train_steps: int, trainers: int = 1) -> list[subprocess.Popen]:
+def start_cluster(tmp_path: Path, world: int, train_steps: int, trainers: int = 1, extra: tuple[str, ...] = (),
+                  resume: bool = False) -> list[subprocess.Popen]:
+    """`world` torchrun launchers on loopback (node 0 combined, the others reanalysis nodes), each logging to
+    tmp_path/node<rank>.log (appended to: a resumed cluster's lines follow the first one's)."""
     port = free_port()
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
     config = run_file(tmp_path, world - 1, trainers)
@@ -52,11 +59,17 @@ def start_cluster(tmp_path: Path, world: int, train_steps: int, trainers: int = 
     for rank in range(world):
         cmd = [sys.executable, "-m", "torch.distributed.run", f"--nnodes={world}", "--nproc-per-node=1",
                "--max-restarts=0", "--rdzv-backend=static", "--master-addr=127.0.0.1", f"--master-port={port}",
-               f"--node-rank={rank}", str(REPO / "run.py"), "--config", str(config), "--run-dir",
-               str(tmp_path / "run"), "--max-train-steps", str(train_steps), "--set", "roles.actors=1"]
-        for item in TINY:
+               f"--node-rank={rank}", str(REPO / "run.py"), "--config", str(config)]
+        if resume:  # the run's own config (config.json), as single-box --resume
+            cmd += ["--resume", str(tmp_path / "run"), "--max-train-steps", str(train_steps)]
+        else:
+            cmd += ["--run-dir", str(tmp_path / "run"), "--max-train-steps", str(train_steps), "--set",
+                    "roles.actors=1"]
+            for item in TINY:
+                cmd += ["--set", item]
+        for item in extra:
             cmd += ["--set", item]
-        log = (tmp_path / f"node{rank}.log").open("w")
+        log = (tmp_path / f"node{rank}.log").open("a")
         nodes.append(subprocess.Popen(cmd, env=env, cwd=tmp_path, stdout=log, stderr=subprocess.STDOUT,
                                       start_new_session=True))
     return nodes
@@ -110,22 +123,38 @@ def test_reanalysis_node_feeds_two_ddp_trainers_and_everything_stops_at_the_end(
     assert "[node1] link to node0:" in outputs[1] and "KiB per training step" in outputs[1]
 
 
-@pytest.mark.timeout(400)
-def test_a_lost_reanalysis_node_does_not_stop_training(tmp_path):
-    """Node 2 is SIGKILLed once it has fed the trainer: node 0 reports it lost and trains to the end, node 1 stops
-    when told. (The surviving torchrun launchers then wait in torchrun's exit barrier for the dead node: their workers
+def signal_node(node: subprocess.Popen, sig: int) -> None:
+    """`sig` to a whole node: its torchrun launcher's group, the worker (a session of its own) and its roles."""
+    processes = [psutil.Process(node.pid), *psutil.Process(node.pid).children(recursive=True)]
+    for process in processes:
+        with contextlib.suppress(psutil.NoSuchProcess):
+            process.send_signal(sig)
+
+
+@pytest.mark.timeout(420)
+@pytest.mark.parametrize("how", ["SIGKILL", "SIGSTOP"])
+def test_a_dead_or_hung_reanalysis_node_does_not_stop_training(tmp_path, how):
+    """4 nodes; node 3 is SIGKILLed (a dead machine) or SIGSTOPped (a hung one: every process of it frozen, its
+    sockets open) once it has fed the trainer. Node 0 names it lost and trains to the end; nodes 1 and 2 stop when
+    told. (The surviving torchrun launchers then wait in torchrun's exit barrier for the lost node: their workers
     have finished and written everything, so the test stops the launchers once the workers say so.)"""
-    nodes = start_cluster(tmp_path, 3, 120)
+    nodes = start_cluster(tmp_path, 4, 150)
+    lost_after = None
     try:
-        deadline = time.monotonic() + 240
-        metrics = tmp_path / "run" / "node2" / "metrics" / "reanalyzer2.jsonl"
-        while batches_made(metrics) == 0:
-            assert time.monotonic() < deadline, "node 2 never produced a batch"
-            time.sleep(1.0)
-        kill_node(nodes[2])
         deadline = time.monotonic() + 300
+        metrics = tmp_path / "run" / "node3" / "metrics" / "reanalyzer3.jsonl"
+        while batches_made(metrics) == 0:
+            assert time.monotonic() < deadline, "node 3 never produced a batch"
+            time.sleep(1.0)
+        steps_then = (agent_rows(tmp_path / "run") or {}).get("trainer", {}).get("train_steps", 0)
+        signal_node(nodes[3], getattr(signal, how))
+        lost_after = time.monotonic()
+        deadline = time.monotonic() + 300
+        wait_for_line(tmp_path, 0, "lost node3", deadline)
+        lost_after = time.monotonic() - lost_after
         wait_for_line(tmp_path, 0, "lost nodes:", deadline)
-        wait_for_line(tmp_path, 1, "[node1] stopped: node0 ended the run", deadline)
+        for rank in (1, 2):
+            wait_for_line(tmp_path, rank, f"[node{rank}] stopped: node0 ended the run", deadline)
     finally:
         for node in nodes:
             if node.poll() is None:
@@ -133,5 +162,52 @@ def test_a_lost_reanalysis_node_does_not_stop_training(tmp_path):
             node.wait()
         cleanup_stale()
     head = log_of(tmp_path, 0)
-    assert json.loads((tmp_path / "run" / "summary.json").read_text())["train_steps"] == 120
-    assert "lost node2" in head and "lost nodes: ['node2']" in head
+    assert json.loads((tmp_path / "run" / "summary.json").read_text())["train_steps"] == 150
+    assert steps_then < 150, "node 3 was lost only after the last training step: nothing was tested"
+    assert "lost nodes: ['node3']" in head
+    assert lost_after is not None and lost_after < 60, f"node 3 reported lost {lost_after:.0f} s after the {how}"
+
+
+@pytest.mark.timeout(500)
+def test_sigterm_then_resume_a_cluster_run(tmp_path):
+    """SIGTERM to node 0's launcher stops the whole cluster with a checkpoint; the same torchrun commands with
+    `--resume RUN_DIR` continue from its step, weights, optimizer and replay, and train on to the new end."""
+    import torch
+
+    from speedy.checkpoint import state_digest
+
+
+    nodes = start_cluster(tmp_path, 2, 100000, extra=("run.checkpoint_interval_steps=5",))
+    try:
+        wait_for(lambda: (r := agent_rows(tmp_path / "run")) and r["trainer"]["train_steps"] > 12, 240, "training")
+        nodes[0].send_signal(signal.SIGTERM)  # torchrun passes it to its worker: the run stops with a checkpoint
+        deadline = time.monotonic() + 120
+        wait_for_line(tmp_path, 0, "[node0]", deadline)
+        wait_for_line(tmp_path, 1, "[node1] stopped: node0 ended the run", deadline)
+    finally:
+        for node in nodes:
+            if node.poll() is None:  # node 1's launcher waits in torchrun's exit barrier for node 0's, gone
+                kill_node(node)
+            node.wait()
+        cleanup_stale()
+    saved = torch.load(tmp_path / "run" / "checkpoint.pt", weights_only=True)
+    steps = saved["train_steps"]
+    assert steps > 12
+    more = steps + 6
+    nodes = start_cluster(tmp_path, 2, more, extra=("eval.episodes=1",), resume=True)
+    try:
+        for node in nodes:
+            node.wait(timeout=300)
+    finally:
+        for node in nodes:
+            if node.poll() is None:
+                kill_node(node)
+                node.wait()
+        cleanup_stale()
+    head = log_of(tmp_path, 0)
+    assert [n.returncode for n in nodes] == [0, 0], head[-3000:]
+    assert f"resuming at train step {steps}, env step {saved['env_steps']} (with the replay buffer)" in head
+    weights, optimizer = state_digest(saved["model"])[:16], state_digest(saved["optimizer"]["state"])[:16]
+    assert f"[trainer] resumed at step {steps}: weights {weights}, optimizer state of step {steps} {optimizer}" in head
+    assert json.loads((tmp_path / "run" / "summary.json").read_text())["train_steps"] == more
+    assert batches_made(tmp_path / "run" / "node1" / "metrics" / "reanalyzer1.jsonl") > 0
