@@ -214,6 +214,20 @@ def state_digest(value: Any) -> str:
     return digest.hexdigest()
 
 
+def write_text_atomic(path: str | Path, text: str) -> Path:
+    """Write `text` to `path` so that a reader sees the old file or the whole new one, never a part: a temporary
+    file of this process (several processes may write the same path, e.g. cluster nodes sharing a run directory),
+    fsync, rename."""
+    path = Path(path)
+    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
+    with open(tmp, "w", encoding="utf-8") as handle:
+        handle.write(text)
+        handle.flush()
+        os.fsync(handle.fileno())
+    os.replace(tmp, path)
+    return path
+
+
 def save_arrays(path: str | Path, arrays: dict[str, np.ndarray]) -> Path:
     """Write named arrays to an .npz file atomically (tmp file, fsync, rename): loadable with allow_pickle=False,
     and a crash mid-write leaves the previous file whole."""

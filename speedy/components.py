@@ -10,6 +10,7 @@ from typing import Any
 
 import torch
 
+from speedy.checkpoint import write_text_atomic
 from speedy.config import Config
 from speedy.envs import env_spec
 from speedy.envs.types import EnvSpec
@@ -140,5 +141,6 @@ def make_run_dir(config: Config, explicit: str | Path | None = None) -> Path:
         name = config.env.id.split(":", 1)[1].replace("/", "_")
         run_dir = Path(config.run.run_dir) / f"{name}-{time.strftime('%Y%m%d-%H%M%S')}-s{config.run.seed}"
     run_dir.mkdir(parents=True, exist_ok=True)
-    (run_dir / "config.json").write_text(json.dumps(dataclasses.asdict(config), indent=2))
+    # atomically: the nodes of a cluster on one machine (or a shared file system) write and read the same file
+    write_text_atomic(run_dir / "config.json", json.dumps(dataclasses.asdict(config), indent=2))
     return run_dir

@@ -258,6 +258,9 @@ class RolesConfig:
     max_restarts: int = 3  # restarts of one role before the run stops
     trainer_threads: int = 0  # torch threads of the trainer; 0 = auto (the cores the other roles leave; 2 on a GPU)
     slow_reanalyzer_s: float = 0.0  # testing/profiling aid: extra seconds per batch in reanalyzer 0
+    # testing/profiling aid: "first" = slow_reanalyzer_s slows reanalyzer 0 only (an injected bottleneck); "all" =
+    # every reanalyzer (a fixed cost per batch that makes reanalysis the bottleneck: tools/cluster_scaling.py)
+    slow_reanalyzers: str = "first"
     slow_reanalyzer_every: int = 1  # testing/profiling aid: slow_reanalyzer_s every N-th batch (N > 1: a pause)
     slow_actor_env_s: float = 0.0  # testing/profiling aid: extra seconds per env step of actor 0's env groups
     slow_trainer_s: float = 0.0  # testing/profiling aid: extra seconds per training step
@@ -277,6 +280,8 @@ class RolesConfig:
         _check(self.trainer_threads >= 0, "roles.trainer_threads", self.trainer_threads, ">= 0 (0 = auto)")
         for key in ("slow_reanalyzer_s", "slow_actor_env_s", "slow_trainer_s"):
             _check(getattr(self, key) >= 0, f"roles.{key}", getattr(self, key), ">= 0")
+        _check(self.slow_reanalyzers in ("first", "all"), "roles.slow_reanalyzers", self.slow_reanalyzers,
+               "'first' or 'all'")
         _check(self.slow_reanalyzer_every >= 1, "roles.slow_reanalyzer_every", self.slow_reanalyzer_every, ">= 1")
         _check(self.batch_ring_messages >= 0, "roles.batch_ring_messages", self.batch_ring_messages,
                ">= 0 (0 = auto: roles.batches_in_flight + 1)")

@@ -11,7 +11,8 @@
     devices = 8               # accelerators per node (0 = CPU only)
     trainers = 8              # DDP trainers on a trainer/combined node (each needs a device when devices > 0)
     actors = 0                # actor processes on a data/combined node
-    reanalyzers = 0           # reanalyzer processes on a reanalysis/combined node
+    reanalyzers = 0           # reanalyzer processes on a reanalysis/combined node (0 = auto; -1 on a combined node:
+                              # none, all reanalysis on the reanalysis nodes)
     refreshers = 0            # priority refreshers on a data/combined node
 
 Kinds: `trainer` hosts the DDP trainers (and the evaluator); `data` hosts replay, actors and refreshers;
@@ -85,8 +86,9 @@ class ClusterSpec:
         return next(n for n in self.nodes if n.hosts_trainers)
 
     def total(self, role: str) -> int:
-        """Processes of a role kind over the whole cluster (role: trainers, actors, reanalyzers, refreshers)."""
-        return sum(getattr(n, role) for n in self.nodes)
+        """Processes of a role kind over the whole cluster (role: trainers, actors, reanalyzers, refreshers) as
+        the file sets them (a count left at 0 = auto is counted as 0, a combined node's -1 = none too)."""
+        return sum(max(0, getattr(n, role)) for n in self.nodes)
 
 
 def _int(value: Any, key: str, low: int = 0) -> int:
@@ -122,7 +124,8 @@ def _expand(raw_nodes: list[Any]) -> list[dict[str, Any]]:
 
 def _node(entry: dict[str, Any], rank: int) -> NodeSpec:
     where, kind = entry["_where"], entry["kind"]
-    values = {key: _int(entry.get(key, 0), f"{where}.{key}") for key in ("devices", *_ROLE_KEYS)}
+    values = {key: _int(entry.get(key, 0), f"{where}.{key}", -1 if (key, kind) == ("reanalyzers", "combined") else 0)
+              for key in ("devices", *_ROLE_KEYS)}
     if kind in ("trainer", "combined") and values["trainers"] == 0:
         values["trainers"] = max(1, values["devices"])
     if kind in ("trainer", "combined") and values["devices"] and values["trainers"] > values["devices"]:
@@ -184,7 +187,10 @@ def _check_roles(nodes: tuple[NodeSpec, ...], source: str) -> None:
     if len(trainers) != 1:
         raise ClusterError(f"{source}: {len(trainers)} nodes host trainers (ranks {trainers}): exactly one trainer "
                            f"or combined node must (DDP stays inside it)")
-    for role, kinds in (("actors", "a data or combined node"), ("reanalyzers", "a reanalysis or combined node")):
+    if not any(n.kind == "reanalysis" or (n.kind == "combined" and n.reanalyzers >= 0) for n in nodes):
+        raise ClusterError(f"{source}: no node runs reanalyzers: add a reanalysis node or let the combined node run "
+                           f"its own (cluster.nodes[..].reanalyzers >= 0)")
+    for role, kinds in (("actors", "a data or combined node"),):
         if sum(getattr(n, role) for n in nodes) == 0:
             raise ClusterError(f"{source}: no node runs {role}: set cluster.nodes[..].{role} on {kinds}")
 

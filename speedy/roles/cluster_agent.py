@@ -313,7 +313,7 @@ def run_cluster_node(config: Config, run_dir: Path, spec: ClusterSpec, world: To
     config = replace(config, roles=replace(config.roles, trainers=spec.node(0).trainers))
     set_interface(spec.interface)
     init_rpc(world, spec.rpc_timeout_s)
-    head_local = spec.node(0).reanalyzers or plan_roles(config).reanalyzers
+    head_local = max(0, spec.node(0).reanalyzers or plan_roles(config).reanalyzers)  # -1: none on node 0
     code = 0
     try:
         if world.rank == 0:

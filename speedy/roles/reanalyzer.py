@@ -58,7 +58,7 @@ async def run_reanalyzer(ctx: RoleContext) -> None:
     executor = ThreadPoolExecutor(in_flight, thread_name_prefix="reanalyze")
     loop = asyncio.get_running_loop()
     report = Periodic(config.run.log_interval_s)
-    slow_s = config.roles.slow_reanalyzer_s if index == 0 else 0.0
+    slow_s = config.roles.slow_reanalyzer_s if index == 0 or config.roles.slow_reanalyzers == "all" else 0.0
     computed = 0  # batches of this process (slow_s is due every roles.slow_reanalyzer_every-th: a pause)
 
     # Each in-flight batch has its own recent and target model (weights are swapped only between its batches,

@@ -35,7 +35,7 @@ from typing import Any
 
 import numpy as np
 
-from speedy.checkpoint import CHECKPOINT_NAME, load_latest, save_arrays
+from speedy.checkpoint import CHECKPOINT_NAME, load_latest, save_arrays, write_text_atomic
 from speedy.roles.context import RolePlan
 from speedy.roles.replay import RESUME_SNAPSHOT, SNAPSHOT
 from speedy.shm.frames import FrameEvictedError, FrameStore
@@ -153,12 +153,7 @@ class FrameJournal:
         manifest = {"serial": int(serial), "stores": [
             {"first": self.first[i], "count": self.count[i], "shape": list(s.frame_shape), "dtype": s.dtype.str}
             for i, s in enumerate(self.stores)]}
-        tmp = self.dir / (JOURNAL_MANIFEST + ".tmp")
-        with open(tmp, "w") as handle:
-            json.dump(manifest, handle)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, self.dir / JOURNAL_MANIFEST)
+        write_text_atomic(self.dir / JOURNAL_MANIFEST, json.dumps(manifest))
 
     def _append_store(self, i: int, store: FrameStore) -> None:
         upto = store.next_id

@@ -5,27 +5,19 @@ from __future__ import annotations
 
 import json
 import os
-import signal
-import socket
 import subprocess
-import sys
 import time
 import uuid
 from pathlib import Path
 
-import psutil
 import pytest
 
+from speedy.cluster.ddp import free_port
+from speedy.cluster.loopback import kill_node, torchrun_command
 from speedy.shm import cleanup_stale
 
 SCRIPT = Path(__file__).with_name("bridge_node.py")
 REPO = Path(__file__).resolve().parents[2]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def start_nodes(world: int, out: Path, messages: int) -> list[subprocess.Popen]:
@@ -33,23 +25,9 @@ def start_nodes(world: int, out: Path, messages: int) -> list[subprocess.Popen]:
     env = {**os.environ, "TP_SOCKET_IFNAME": "lo", "GLOO_SOCKET_IFNAME": "lo", "OMP_NUM_THREADS": "1",
            "SPEEDY_TEST_OUT": str(out), "SPEEDY_TEST_MESSAGES": str(messages),
            "SPEEDY_TEST_RUN": f"b{uuid.uuid4().hex[:6]}", "PYTHONPATH": str(REPO)}
-    nodes = []
-    for rank in range(world):
-        cmd = [sys.executable, "-m", "torch.distributed.run", f"--nnodes={world}", "--nproc-per-node=1",
-               "--max-restarts=0", "--rdzv-backend=static", "--master-addr=127.0.0.1", f"--master-port={port}",
-               f"--node-rank={rank}", str(SCRIPT)]
-        nodes.append(subprocess.Popen(cmd, env=env, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                                      text=True, start_new_session=True))
-    return nodes
-
-
-def kill_node(node: subprocess.Popen) -> None:
-    """What a dead machine looks like: torchrun's group and its worker (in a session of its own) SIGKILLed."""
-    workers = psutil.Process(node.pid).children(recursive=True)
-    os.killpg(node.pid, signal.SIGKILL)
-    for w in workers:
-        if w.is_running():
-            w.kill()
+    return [subprocess.Popen(torchrun_command(world, rank, port, SCRIPT, []), env=env, cwd=REPO,
+                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
+            for rank in range(world)]
 
 
 def finish(nodes: list[subprocess.Popen], timeout: float) -> list[str]:

@@ -2,24 +2,20 @@
 
 from __future__ import annotations
 
-import contextlib
 import json
-import os
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
-import psutil
 import pytest
 
+from speedy.cluster.loopback import signal_node, start_loopback_cluster, stop_cluster
 from speedy.metrics import read_metrics
 from speedy.profile import analyze
 from speedy.shm import cleanup_stale
 
 from ..roles.conftest import agent_rows, wait_for
-from .test_bridge import free_port, kill_node
 
 REPO = Path(__file__).resolve().parents[2]
 TINY = ["model.channels=8", "model.reduced_channels=4", "model.lstm_hidden=16", "model.head_hidden=[8]",
@@ -52,27 +48,16 @@ def start_cluster(tmp_path: Path, world: int, train_steps: int, trainers: int = 
                   resume: bool = False) -> list[subprocess.Popen]:
     """`world` torchrun launchers on loopback (node 0 combined, the others reanalysis nodes), each logging to
     tmp_path/node<rank>.log (appended to: a resumed cluster's lines follow the first one's)."""
-    port = free_port()
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
-    config = run_file(tmp_path, world - 1, trainers)
-    nodes = []
-    for rank in range(world):
-        cmd = [sys.executable, "-m", "torch.distributed.run", f"--nnodes={world}", "--nproc-per-node=1",
-               "--max-restarts=0", "--rdzv-backend=static", "--master-addr=127.0.0.1", f"--master-port={port}",
-               f"--node-rank={rank}", str(REPO / "run.py"), "--config", str(config)]
-        if resume:  # the run's own config (config.json), as single-box --resume
-            cmd += ["--resume", str(tmp_path / "run"), "--max-train-steps", str(train_steps)]
-        else:
-            cmd += ["--run-dir", str(tmp_path / "run"), "--max-train-steps", str(train_steps), "--set",
-                    "roles.actors=1"]
-            for item in TINY:
-                cmd += ["--set", item]
-        for item in extra:
-            cmd += ["--set", item]
-        log = (tmp_path / f"node{rank}.log").open("a")
-        nodes.append(subprocess.Popen(cmd, env=env, cwd=tmp_path, stdout=log, stderr=subprocess.STDOUT,
-                                      start_new_session=True))
-    return nodes
+    args = ["--config", str(run_file(tmp_path, world - 1, trainers))]
+    if resume:  # the run's own config (config.json), as single-box --resume
+        args += ["--resume", str(tmp_path / "run"), "--max-train-steps", str(train_steps)]
+    else:
+        args += ["--run-dir", str(tmp_path / "run"), "--max-train-steps", str(train_steps), "--set", "roles.actors=1"]
+        for item in TINY:
+            args += ["--set", item]
+    for item in extra:
+        args += ["--set", item]
+    return start_loopback_cluster(world, REPO / "run.py", args, tmp_path, tmp_path, {"PYTHONPATH": str(REPO)})
 
 
 def log_of(tmp_path: Path, rank: int) -> str:
@@ -98,10 +83,7 @@ def test_reanalysis_node_feeds_two_ddp_trainers_and_everything_stops_at_the_end(
         for node in nodes:
             node.wait(timeout=360)
     finally:
-        for node in nodes:
-            if node.poll() is None:
-                kill_node(node)
-                node.wait()
+        stop_cluster(nodes)
         cleanup_stale()
     outputs = [log_of(tmp_path, rank) for rank in range(2)]
     assert [n.returncode for n in nodes] == [0, 0], "\n=====\n".join(o[-3000:] for o in outputs)
@@ -121,14 +103,6 @@ def test_reanalysis_node_feeds_two_ddp_trainers_and_everything_stops_at_the_end(
     assert link.node == "node1" and link.train_steps > 0
     assert all(link.bytes_per_step[k] > 0 for k in ("frames_in", "weights_in", "samples_in", "batches_out")), link
     assert "[node1] link to node0:" in outputs[1] and "KiB per training step" in outputs[1]
-
-
-def signal_node(node: subprocess.Popen, sig: int) -> None:
-    """`sig` to a whole node: its torchrun launcher's group, the worker (a session of its own) and its roles."""
-    processes = [psutil.Process(node.pid), *psutil.Process(node.pid).children(recursive=True)]
-    for process in processes:
-        with contextlib.suppress(psutil.NoSuchProcess):
-            process.send_signal(sig)
 
 
 @pytest.mark.timeout(420)
@@ -156,10 +130,7 @@ def test_a_dead_or_hung_reanalysis_node_does_not_stop_training(tmp_path, how):
         for rank in (1, 2):
             wait_for_line(tmp_path, rank, f"[node{rank}] stopped: node0 ended the run", deadline)
     finally:
-        for node in nodes:
-            if node.poll() is None:
-                kill_node(node)
-            node.wait()
+        stop_cluster(nodes)
         cleanup_stale()
     head = log_of(tmp_path, 0)
     assert json.loads((tmp_path / "run" / "summary.json").read_text())["train_steps"] == 150
@@ -185,10 +156,7 @@ def test_sigterm_then_resume_a_cluster_run(tmp_path):
         wait_for_line(tmp_path, 0, "[node0]", deadline)
         wait_for_line(tmp_path, 1, "[node1] stopped: node0 ended the run", deadline)
     finally:
-        for node in nodes:
-            if node.poll() is None:  # node 1's launcher waits in torchrun's exit barrier for node 0's, gone
-                kill_node(node)
-            node.wait()
+        stop_cluster(nodes)  # node 1's launcher waits in torchrun's exit barrier for node 0's, gone
         cleanup_stale()
     saved = torch.load(tmp_path / "run" / "checkpoint.pt", weights_only=True)
     steps = saved["train_steps"]
@@ -199,10 +167,7 @@ def test_sigterm_then_resume_a_cluster_run(tmp_path):
         for node in nodes:
             node.wait(timeout=300)
     finally:
-        for node in nodes:
-            if node.poll() is None:
-                kill_node(node)
-                node.wait()
+        stop_cluster(nodes)
         cleanup_stale()
     head = log_of(tmp_path, 0)
     assert [n.returncode for n in nodes] == [0, 0], head[-3000:]

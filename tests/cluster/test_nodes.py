@@ -105,3 +105,13 @@ def test_run_py_under_torchrun_checks_the_node_map_before_starting(tmp_path):
                          capture_output=True, text=True, timeout=120)
     assert out.returncode == 2 and "describes 1 nodes (counts included) but torchrun started 2" in out.stderr
     assert "Traceback" not in out.stderr and not (tmp_path / "runs").exists()
+
+
+def test_a_combined_node_may_leave_all_reanalysis_to_the_reanalysis_nodes():
+    spec = parse_cluster({"nodes": [{"kind": "combined", "actors": 1, "reanalyzers": -1},
+                                    {"kind": "reanalysis", "count": 2, "reanalyzers": 1}]}, 3)
+    assert spec.node(0).reanalyzers == -1 and spec.total("reanalyzers") == 2
+    with pytest.raises(ClusterError, match="no node runs reanalyzers"):
+        parse_cluster({"nodes": [{"kind": "combined", "actors": 1, "reanalyzers": -1}]}, 1)
+    with pytest.raises(ClusterError, match=r"cluster.nodes\[1\].reanalyzers = -1: expected an integer >= 0"):
+        parse_cluster({"nodes": [{"kind": "combined", "actors": 1}, {"kind": "reanalysis", "reanalyzers": -1}]}, 2)

@@ -1,0 +1,30 @@
+"""tools/cluster_scaling.py on real torchrun clusters over loopback: with reanalysis the bottleneck (a fixed cost
+per batch), a second reanalysis node nearly doubles the training rate, and the tool reports it with the link bytes."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from tests.tools.conftest import REPO
+
+
+@pytest.mark.timeout(400)
+def test_two_reanalysis_nodes_train_about_twice_as_fast_as_one(tmp_path):
+    out = subprocess.run([sys.executable, str(REPO / "tools" / "cluster_scaling.py"), "--nodes", "1", "2",
+                          "--cost-s", "0.4", "--train-steps", "80", "--json", "--png", str(tmp_path / "s.png"),
+                          "--keep", str(tmp_path / "runs")], capture_output=True, text=True, cwd=REPO, timeout=380)
+    assert out.returncode == 0, out.stderr[-3000:]
+    report = json.loads(out.stdout)
+    one, two = report["points"]
+    assert one["reanalysis_nodes"] == 1 and two["reanalysis_nodes"] == 2
+    # each reanalyzer: 2 batches in flight, each taking >= 0.4 s: at most 5 batches/s per node
+    assert 2.0 < one["reanalyzer_batches_per_s"] <= 5.5, one
+    assert two["train_steps_per_s"] > 1.5 * one["train_steps_per_s"], (one, two)
+    assert two["ideal_train_steps_per_s"] == pytest.approx(2 * one["train_steps_per_s"])
+    assert set(two["link_kib_per_step"]) == {"node1", "node2"} and all(v > 0 for v in two["link_kib_per_step"].values())
+    assert one["trainer_wait"] > 0.5  # the trainer waits for batches: reanalysis is the bottleneck
+    assert (tmp_path / "s.png").stat().st_size > 10_000
