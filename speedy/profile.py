@@ -99,7 +99,9 @@ class Diagnosis:
 
 
 LINK = "link"  # a cluster node's traffic metrics (speedy/roles/cluster_agent.py)
-LINK_KINDS = ("frames_in", "weights_in", "counters_in", "samples_in", "batches_out")
+LINK_KINDS = ("frames_in", "weights_in", "counters_in", "samples_in", "batches_out",  # a reanalysis node's
+              "samples_out", "priorities_in",  # a data node's (it serves frames: pulled by the others, counted there)
+              "batches_in", "priorities_out")  # a trainer node's (node 0 writes no link metrics today)
 
 
 @dataclass
@@ -180,7 +182,7 @@ def link_profiles(records: dict[str, list[dict[str, Any]]], start: float, end: f
             continue
         first, last = pair
         steps = last["step"] - first["step"]
-        kinds = {k: float(last[k]) - float(first[k]) for k in last if k in LINK_KINDS and k in first}
+        kinds = {k: float(last[k]) - float(first.get(k, 0)) for k in last if k in LINK_KINDS}
         wall = max(last["time"] - first["time"], 1e-9)
         links.append(LinkProfile(
             node=name.split("/", 1)[0], peer=str(last.get("peer", "node0")), train_steps=steps,

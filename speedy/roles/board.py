@@ -22,7 +22,7 @@ FIELDS = (
     "pid", "heartbeat", "restarts", "exit_code",
     "env_steps", "train_steps", "items", "episodes", "episode_return", "weights_version",
     "eval_return", "eval_hns", "evals", "eval_train_steps", "eval_env_steps", "sweeps", "refresh_positions",
-    "snapshot_serial",
+    "snapshot_serial", "priority_updates",
     *STAGES, *CONCURRENCY, "cpu",
 )
 CONTROLS = ("stop", "pause", "final_eval", "target_reached_env_steps", "target_reached_time", "start_time",

@@ -1,28 +1,36 @@
-"""Node agents of a torchrun cluster: reanalysis scaled out over machines, every role's code unchanged.
+"""Node agents of a torchrun cluster: the single-box roles spread over machines, every role's code unchanged.
 
-Layout supported today: node 0 is a `combined` node (replay, actors, refreshers, trainer, evaluator and its own
-reanalyzers: the single-box agent of `launch.py`); every other node is a `reanalysis` node. Reanalysis is where
-EfficientZero spends > 99 % of its search work, so this is the part that must scale. Reanalyzers get global
-indices: node 0's first, then each reanalysis node's in rank order.
+Where things live (`Placement`): node 0 hosts the trainers (a `trainer` or `combined` node) and the evaluator, and
+runs the run's agent loop (launch.py's `run_single_box` with a `NodeLink`): progress, stop conditions, final
+checkpoint. Replay, actors and refreshers live on the data node (node 0 itself when it is `combined`), reanalyzers
+on the reanalysis nodes (and on a combined node). Reanalyzers get global indices: node 0's first, then each other
+node's in rank order.
 
 Every node creates the same shared memory as a single box (`create_shared_memory`, same names), so a role process
-reads and writes local rings and never learns where its peer lives. The agents bridge them (speedy/cluster/bridge):
+reads and writes local rings and never learns where its peer lives. The agents bridge them
+(speedy/cluster/bridge.py):
 
-    node 0 replay ─ samples{j} ─▶ [Forwarder] ══RPC══▶ node k: samples{j} ─▶ reanalyzer j
-    node 0 trainer ◀─ batches.{j} ◀══RPC══ [Forwarder] ◀─ batches.{j} ─ reanalyzer j on node k
-    node 0 frame stores, weight slots, counters ══RPC (pulled by node k every `PULL_S`)══▶ node k's replicas
+    samples{j}          data node (replay)  ══RPC══▶  reanalyzer j's node
+    batches{t}.{j}      reanalyzer j's node ══RPC══▶  node 0 (DDP trainer t)
+    priorities.{t}      node 0 (trainer t)  ══RPC══▶  data node (replay)
+    frame stores        pulled every PULL_S from the data node by every other node (each new frame crosses each
+                        link once; samples and batches carry ids and targets, never pixels)
+    weight slots        pulled from node 0 when their version changes
+    board               node 0 pulls each node's own rows (progress, profile, env steps for checkpoints); every
+                        other node pulls node 0's whole board (controls: stop, pause; trainer steps; env steps)
 
-Frames are replicated once per node (each new frame crosses each link once); samples and batches carry ids and
-targets, never pixels. A reanalysis node that dies is reported and left out: replay's stream to it stops at a
-full ring and training goes on with the others (RPC cannot re-admit it until the run is resumed). At the end
-node 0 tells every node to stop; a reanalysis node also stops when node 0 stops answering.
+A reanalysis node that dies or hangs is reported and left out (a forwarder's call or a pull past
+`cluster.rpc_timeout_s`): replay's stream to it stops at a full ring and training goes on with the others (RPC
+cannot re-admit it until the run is resumed). Losing node 0 or the data node ends the run on every node. At the
+end node 0 tells every node still there to stop.
 """
 
 from __future__ import annotations
 
+import re
 import threading
 import time
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -34,89 +42,294 @@ from speedy.cluster.bootstrap import TorchrunWorld, init_rpc, set_interface
 from speedy.cluster.nodes import ClusterError, ClusterSpec
 from speedy.config import Config
 from speedy.metrics import MetricsWriter
-from speedy.roles.board import Board
-from speedy.roles.context import LATEST_WEIGHTS, TARGET_WEIGHTS, RolePlan, batch_mux
+from speedy.roles.board import CONTROLS, Board
+from speedy.roles.context import RolePlan, batch_mux, role_name
 from speedy.shm.frames import FrameStore
-from speedy.shm.mux import mux_writer
 from speedy.shm.ring import Ring
 from speedy.shm.weights import WeightSlot
 
-PULL_S = 0.2  # how often a reanalysis node pulls new frames, weights and counters from node 0
+PULL_S = 0.2  # how often a node pulls frames, weights and board rows from their home nodes
 FRAMES_PER_PULL = 4096
 HEAD = "node0"
 
 
-def reanalyzer_homes(spec: ClusterSpec, head_local: int) -> dict[int, int]:
-    """Global reanalyzer index → node rank: node 0's `head_local` first, then each reanalysis node's in rank
-    order (a reanalysis node that sets no count runs one)."""
-    homes = {j: 0 for j in range(head_local)}
-    for node in spec.nodes:
-        if node.kind == "reanalysis":
-            for _ in range(node.reanalyzers or 1):
-                homes[len(homes)] = node.rank
-    return homes
-
-
 def check_supported(spec: ClusterSpec) -> None:
-    """Refuse layouts the agents cannot run yet, naming what is missing."""
-    if spec.node(0).kind != "combined" or any(n.kind != "reanalysis" for n in spec.nodes[1:]):
-        kinds = [n.kind for n in spec.nodes]
-        raise ClusterError(f"node kinds {kinds}: today node 0 must be 'combined' and every other node "
-                           f"'reanalysis' (separate trainer and data nodes are not wired yet)")
+    """Refuse layouts the agents cannot run, naming what is wrong (nodes.py checked the rest)."""
+    if not spec.node(0).hosts_trainers:
+        raise ClusterError(f"node 0 is a {spec.node(0).kind!r} node: the trainer (or combined) node must be rank 0, "
+                           f"it runs the run's agent loop (give its [[cluster.nodes]] table rank = 0)")
 
 
-class HeadLink:
-    """Node 0's side: forwards remote reanalyzers' samples, takes their batches, serves frames/weights/counters."""
+def cluster_config(config: Config, spec: ClusterSpec) -> Config:
+    """The role counts every node agrees on, whatever its own core count: trainers of the trainer node; actors and
+    refreshers of the data node (unset: [roles]'s, else 1 actor and no refresher)."""
+    data = spec.replay_node
+    actors = data.actors or config.roles.actors or 1
+    refreshers = data.refreshers or (config.roles.refreshers if config.roles.refreshers > 0 else -1)
+    return replace(config, roles=replace(config.roles, trainers=spec.trainer_node.trainers, actors=actors,
+                                         refreshers=refreshers))
 
-    def __init__(self, spec: ClusterSpec, homes: dict[int, int], say: Any) -> None:
-        self.spec, self.homes, self.say = spec, homes, say
-        self.trainers = spec.node(0).trainers
-        self.forwarders: list[bridge.Forwarder] = []
-        self.lost: set[str] = set()
-        self.stopped = False
 
-    def remote(self) -> dict[int, int]:
-        return {j: rank for j, rank in self.homes.items() if rank != 0}
+@dataclass(frozen=True)
+class Placement:
+    """Which node runs which role process and which node is home to which channel and replica (pure: no I/O)."""
 
-    def plan(self, plan: RolePlan) -> RolePlan:
-        return replace(plan, reanalyzers=len(self.homes))
+    spec: ClusterSpec
+    homes: dict[int, int]  # global reanalyzer index → rank of its node
+    trainers: int
 
-    def local_roles(self, plan: RolePlan) -> list[tuple[str, int]]:
-        roles = [("replay", 0), ("evaluator", 0)] + [("trainer", t) for t in range(plan.trainers)]
-        roles += [("reanalyzer", j) for j, rank in self.homes.items() if rank == 0]
-        roles += [("refresher", j) for j in range(plan.refreshers)]
-        roles += [("actor", i) for i in range(plan.actors)]
+    @classmethod
+    def of(cls, spec: ClusterSpec, config: Config) -> Placement:
+        """Combined node: its own reanalyzers (`reanalyzers`, unset: [roles]'s, else 1; −1 none) first; then each
+        reanalysis node's (unset: 1)."""
+        homes: dict[int, int] = {}
+        for node in spec.nodes:
+            if node.kind == "combined" and node.reanalyzers >= 0:
+                count = node.reanalyzers or config.roles.reanalyzers or 1
+            elif node.kind == "reanalysis":
+                count = node.reanalyzers or 1
+            else:
+                continue
+            for _ in range(count):
+                homes[len(homes)] = node.rank
+        return cls(spec, homes, spec.trainer_node.trainers)
+
+    @property
+    def data(self) -> int:
+        """Rank of the node that hosts replay, actors, refreshers and the frame stores."""
+        return self.spec.replay_node.rank
+
+    @property
+    def ranks(self) -> list[int]:
+        return [n.rank for n in self.spec.nodes]
+
+    def roles_on(self, rank: int, plan: RolePlan) -> list[tuple[str, int]]:
+        """(role, index) of every process node `rank` runs (replay first, actors last, as on one box)."""
+        roles = [("replay", 0)] if rank == self.data else []
+        if rank == 0:
+            roles += [("evaluator", 0)] + [("trainer", t) for t in range(plan.trainers)]
+        roles += [("reanalyzer", j) for j, home in self.homes.items() if home == rank]
+        if rank == self.data:
+            roles += [("refresher", j) for j in range(plan.refreshers)] + [("actor", i) for i in range(plan.actors)]
         return roles
 
-    def start(self, run_id: str, owned: list, board: Board) -> None:
-        slots, stores = _slots_and_stores(owned)
-        bridge.register_service("weights", lambda name, have: _weights_reply(slots[name], have))
-        bridge.register_service("frames", lambda i, first, most: _frames_reply(stores[i], first, most))
-        bridge.register_service("counters", lambda: _counters(board))
-        for j, rank in self.remote().items():
-            for t in range(self.trainers):
-                bridge.register_inbound(f"{batch_mux(t)}.{j}", mux_writer(run_id, batch_mux(t), j))
-            reader = Ring.attach(run_id, f"samples{j}").reader()
-            self.forwarders.append(bridge.Forwarder(reader, f"node{rank}", f"samples{j}", self.spec.rpc_timeout_s,
-                                                    batch=4, on_lost=self._lost, follow_restarts=True).start())
+    def rows_on(self, rank: int, plan: RolePlan) -> list[str]:
+        """Board rows written on node `rank` (its processes')."""
+        return [role_name(role, index) for role, index in self.roles_on(rank, plan)]
 
-    def _lost(self, peer: str, err: Exception) -> None:
-        if peer not in self.lost:
-            self.lost.add(peer)
-            self.say(f"[agent] lost {peer}: {str(err).splitlines()[0][:200]}; training goes on without it",
-                     flush=True)
+    def outbound(self, rank: int) -> list[tuple[str, int]]:
+        """(channel, destination rank) of every ring node `rank` forwards to another node."""
+        out = []
+        if rank == self.data:
+            out += [(f"samples{j}", home) for j, home in self.homes.items() if home != rank]
+        if rank != 0:
+            out += [(f"{batch_mux(t)}.{j}", 0) for j, home in self.homes.items() if home == rank
+                    for t in range(self.trainers)]
+        elif self.data != 0:
+            out += [(f"priorities.{t}", self.data) for t in range(self.trainers)]
+        return out
+
+    def inbound(self, rank: int) -> list[str]:
+        """Channels other nodes deliver into node `rank`'s rings."""
+        return [channel for r in self.ranks if r != rank for channel, dest in self.outbound(r) if dest == rank]
+
+    def kind(self, rank: int) -> str:
+        return self.spec.node(rank).kind
+
+
+def channel_kind(channel: str) -> str:
+    """'samples3' → 'samples', 'batches1.2' → 'batches', 'priorities.0' → 'priorities'."""
+    return re.match(r"[a-z]+", channel).group(0)
+
+
+class NodeLink:
+    """One node's bridge to the others: forwards its outbound channels, takes its inbound ones, serves what it is
+    home to (frames on the data node; weights and the board on node 0; its own board rows everywhere) and pulls
+    replicas of the rest. Node 0 passes it to `run_single_box`; the other nodes run `run_remote_node`."""
+
+    def __init__(self, placement: Placement, rank: int, say: Any = print) -> None:
+        self.placement, self.rank, self.say = placement, rank, say
+        self.spec = placement.spec
+        self.forwarders: list[bridge.Forwarder] = []
+        self.lost: set[str] = set()  # reanalysis nodes given up on (node 0 trains on without them)
+        self.fatal: Exception | None = None  # node 0 or the data node gone: this node (or the run) stops
+        self.fatal_peer = ""
+        self.pulled = {"frames": 0, "weights": 0, "board": 0}  # payload bytes pulled from other nodes
+        self.versions: dict[str, int] = {}
+        self.train_steps = 0  # node 0's, as last seen
+        self.stopped = False
+        self._plan: RolePlan | None = None
+        self._told = threading.Event()  # node 0's board carried the stop control
+        self._stop = threading.Event()
+        self._puller: threading.Thread | None = None
+
+    # ---- what this node runs
+    def plan(self, plan: RolePlan) -> RolePlan:
+        """The cluster's plan (reanalyzers: every node's) from this node's."""
+        self._plan = replace(plan, reanalyzers=len(self.placement.homes))
+        return self._plan
+
+    def local_roles(self, plan: RolePlan) -> list[tuple[str, int]]:
+        return self.placement.roles_on(self.rank, plan)
+
+    @property
+    def hosts_replay(self) -> bool:
+        """Replay and the frame stores are on this node (its agent writes the replay snapshot's frames)."""
+        return self.placement.data == self.rank
+
+    def local_rows(self, snapshot: dict[str, dict[str, float]]) -> dict[str, dict[str, float]]:
+        """The rows of `snapshot` that this node's processes write (the others are replicas)."""
+        mine = set(self.placement.rows_on(self.rank, self._plan))
+        return {name: row for name, row in snapshot.items() if name in mine}
+
+    # ---- start / stop
+    def start(self, run_id: str, owned: list, board: Board) -> None:
+        assert self._plan is not None, "NodeLink.plan() first"
+        slots, stores = _slots_and_stores(owned)
+        own = _row_indices(board, self.placement.rows_on(self.rank, self._plan))
+        bridge.register_service("rows", lambda: torch.from_numpy(board.rows[own].copy()))
+        if self.hosts_replay:
+            bridge.register_service("frames", lambda i, first, most: _frames_reply(stores[i], first, most))
+        if self.rank == 0:
+            bridge.register_service("weights", lambda name, have: _weights_reply(slots[name], have))
+            bridge.register_service("board", lambda: torch.from_numpy(
+                np.concatenate([board.controls, board.rows.reshape(-1)])))
+        for channel in self.placement.inbound(self.rank):
+            bridge.register_inbound(channel, Ring.attach(run_id, channel).writer())
+        for channel, dest in self.placement.outbound(self.rank):
+            reader = Ring.attach(run_id, channel).reader()
+            self.forwarders.append(bridge.Forwarder(reader, f"node{dest}", channel, self.spec.rpc_timeout_s,
+                                                    batch=4, on_lost=self._lost, follow_restarts=True).start())
+        self.versions = {name: -1 for name in slots}
+        self._puller = threading.Thread(target=self._pull_loop, args=(slots, stores, board), daemon=True,
+                                        name="pull-replicas")
+        self._puller.start()
 
     def stop(self) -> None:
-        """Stop forwarding, then tell every node still there to stop (in that order: a stopped node no longer
-        answers, which a forwarder would report as a loss). Once: later calls do nothing."""
+        """Stop forwarding and pulling; node 0 then tells every node still there to stop (in that order: a stopped
+        node no longer answers, which a forwarder would report as a loss). Once: later calls do nothing."""
         if self.stopped:
             return
         self.stopped = True
+        self._stop.set()
         for forwarder in self.forwarders:
             forwarder.stop(2.0)
-        for rank in sorted(set(self.remote().values())):
-            if f"node{rank}" not in self.lost:
-                bridge.notify_peer(f"node{rank}", "stop", 5.0)
+        if self._puller is not None:
+            self._puller.join(5.0)
+        if self.rank == 0:  # the data node first: it feeds the others, which it would see go as losses
+            data = self.placement.data
+            for rank in sorted(self.placement.ranks[1:], key=lambda r: r != data):
+                if f"node{rank}" not in self.lost:
+                    bridge.notify_peer(f"node{rank}", "stop", 5.0)
+
+    def told_to_stop(self) -> bool:
+        """Node 0 ended the run: it said so (the 'stop' event) or its board carried the stop control."""
+        return self._told.is_set() or bridge.wait_event("stop", 0)
+
+    def should_stop(self) -> bool:
+        return self.told_to_stop() or self.fatal is not None
+
+    # ---- losses
+    def _lost(self, peer: str, err: Exception) -> None:
+        """A peer failed a call: a reanalysis node is left out; node 0 or the data node ends the run."""
+        if peer in (HEAD, f"node{self.placement.data}"):
+            if self.fatal is None:
+                self.fatal, self.fatal_peer = err, peer
+            return
+        if peer not in self.lost:
+            self.lost.add(peer)
+            if self.rank != 0 and (self._stop.is_set() or self.told_to_stop()):
+                return  # the run is ending: nodes stop in turn, which is no loss
+            self.say(f"[agent] lost {peer}: {str(err).splitlines()[0][:200]}; training goes on without it",
+                     flush=True)
+
+    # ---- replicas
+    def _pull_loop(self, slots: dict[str, WeightSlot], stores: list[FrameStore], board: Board) -> None:
+        started = time.monotonic()
+        while not self._stop.is_set() and self.fatal is None:
+            for peer, pull in self._pulls(slots, stores, board):
+                if peer in self.lost:
+                    continue
+                try:
+                    pull()
+                except bridge.ServiceNotReadyError as err:  # the peer is still starting: wait, within the deadline
+                    if time.monotonic() - started > self.spec.rpc_timeout_s:
+                        self._lost(peer, err)
+                except Exception as err:  # noqa: BLE001 - the peer is gone or hung past the deadline
+                    self._lost(peer, err)
+            self._stop.wait(PULL_S)
+
+    def _pulls(self, slots: dict[str, WeightSlot], stores: list[FrameStore], board: Board) -> list[tuple[str, Any]]:
+        """(peer, pull) for every replica this node keeps: frames from the data node, weights and the board from
+        node 0; on node 0, each other node's own rows."""
+        data = f"node{self.placement.data}"
+        pulls: list[tuple[str, Any]] = []
+        if not self.hosts_replay:
+            pulls.append((data, lambda: self._pull_frames(data, stores)))
+        if self.rank != 0:
+            pulls.append((HEAD, lambda: self._pull_weights(slots)))
+            pulls.append((HEAD, lambda: self._pull_board(board)))
+        else:
+            for rank in self.placement.ranks[1:]:
+                rows = _row_indices(board, self.placement.rows_on(rank, self._plan))
+                pulls.append((f"node{rank}", lambda r=rank, rows=rows: self._pull_rows(r, rows, board)))
+        return pulls
+
+    def _pull_frames(self, peer: str, stores: list[FrameStore]) -> None:
+        for i, store in enumerate(stores):
+            first, frames = bridge.call(peer, "frames", i, store.next_id, FRAMES_PER_PULL,
+                                        timeout_s=self.spec.rpc_timeout_s)
+            if first > store.next_id:
+                store.skip_to(first)
+            if frames.numel():
+                store.append(frames.numpy())
+                self.pulled["frames"] += frames.numel() * frames.element_size()
+
+    def _pull_weights(self, slots: dict[str, WeightSlot]) -> None:
+        for name, slot in slots.items():
+            version, flat = bridge.call(HEAD, "weights", name, self.versions[name], timeout_s=self.spec.rpc_timeout_s)
+            if flat.numel():
+                slot.publish(flat.numpy(), version)
+                self.versions[name] = version
+                self.pulled["weights"] += flat.numel()
+
+    def _pull_board(self, board: Board) -> None:
+        """Node 0's controls and every row but this node's own."""
+        flat = bridge.call(HEAD, "board", timeout_s=self.spec.rpc_timeout_s).numpy()
+        self.pulled["board"] += flat.nbytes
+        controls, rows = flat[:len(CONTROLS)], flat[len(CONTROLS):].reshape(board.rows.shape)
+        own = set(_row_indices(board, self.placement.rows_on(self.rank, self._plan)))
+        others = [i for i in range(len(board.row_names)) if i not in own and board.row_names[i] != "agent"]
+        board.rows[others] = rows[others]
+        board.controls[:] = controls
+        self.train_steps = int(board.get("trainer", "train_steps"))
+        if board.stopping:
+            self._told.set()
+
+    def _pull_rows(self, rank: int, rows: list[int], board: Board) -> None:
+        values = bridge.call(f"node{rank}", "rows", timeout_s=self.spec.rpc_timeout_s).numpy()
+        self.pulled["board"] += values.nbytes
+        board.rows[rows] = values.reshape(len(rows), -1)
+
+    # ---- traffic
+    def link_bytes(self) -> dict[str, int]:
+        """Payload bytes this node moved so far, by what they carry (RPC framing not counted): replicas pulled
+        (frames_in, weights_in, counters_in: board rows), and ring records delivered here (<kind>_in) and sent
+        from here (<kind>_out) by channel kind (samples, batches, priorities)."""
+        out = {"frames_in": self.pulled["frames"], "weights_in": self.pulled["weights"],
+               "counters_in": self.pulled["board"]}
+        delivered = bridge.inbound_bytes()
+        for channel in self.placement.inbound(self.rank):
+            key = f"{channel_kind(channel)}_in"
+            out[key] = out.get(key, 0) + delivered.get(channel, 0)
+        for forwarder in self.forwarders:
+            key = f"{channel_kind(forwarder.channel)}_out"
+            out[key] = out.get(key, 0) + forwarder.stats.bytes
+        return out
+
+
+def _row_indices(board: Board, names: list[str]) -> list[int]:
+    return [board.row_names.index(name) for name in names]
 
 
 def _slots_and_stores(owned: list) -> tuple[dict[str, WeightSlot], list[FrameStore]]:
@@ -144,130 +357,30 @@ def _frames_reply(store: FrameStore, first: int, most: int) -> tuple[int, torch.
     return start, torch.from_numpy(store.get(np.arange(start, end, dtype=np.int64)))
 
 
-def _counters(board: Board) -> torch.Tensor:
-    """[train steps, stop flag, env steps of actor 0, 1, ...] of node 0's board."""
-    actors = board.column("env_steps", "actor")
-    return torch.tensor([board.get("trainer", "train_steps"), float(board.stopping), *actors.tolist()],
-                        dtype=torch.float64)
-
-
-class ReanalysisLink:
-    """A reanalysis node's side: takes samples for its reanalyzers, forwards their batches, pulls replicas."""
-
-    def __init__(self, spec: ClusterSpec, homes: dict[int, int], rank: int, say: Any) -> None:
-        self.spec, self.rank, self.say = spec, rank, say
-        self.mine = [j for j, home in homes.items() if home == rank]
-        self.forwarders: list[bridge.Forwarder] = []
-        self.head_lost: Exception | None = None
-        self.versions = {LATEST_WEIGHTS: -1, TARGET_WEIGHTS: -1}
-        self.pulled = {"frames": 0, "weights": 0, "counters": 0}  # bytes pulled from node 0
-        self.train_steps = 0  # node 0's, as last pulled
-        self._stop = threading.Event()
-        self._puller: threading.Thread | None = None
-
-    def local_roles(self) -> list[tuple[str, int]]:
-        return [("reanalyzer", j) for j in self.mine]
-
-    def start(self, run_id: str, owned: list, board: Board) -> None:
-        for j in self.mine:
-            bridge.register_inbound(f"samples{j}", Ring.attach(run_id, f"samples{j}").writer())
-            for t in range(self.spec.node(0).trainers):  # a reanalyzer's batches to each of node 0's DDP trainers
-                channel = f"{batch_mux(t)}.{j}"
-                reader = Ring.attach(run_id, channel).reader()
-                self.forwarders.append(bridge.Forwarder(reader, HEAD, channel, self.spec.rpc_timeout_s, batch=4,
-                                                        on_lost=self._lost, follow_restarts=True).start())
-        slots, stores = _slots_and_stores(owned)
-        self._puller = threading.Thread(target=self._pull_loop, args=(slots, stores, board), daemon=True,
-                                        name="pull-from-head")
-        self._puller.start()
-
-    def _lost(self, peer: str, err: Exception) -> None:
-        if self.head_lost is None:
-            self.head_lost = err
-
-    def _pull_loop(self, slots: dict[str, WeightSlot], stores: list[FrameStore], board: Board) -> None:
-        started = time.monotonic()
-        while not self._stop.is_set() and self.head_lost is None:
-            try:
-                self.pull_once(slots, stores, board)
-            except bridge.ServiceNotReadyError as err:  # node 0 is still starting: wait for it, within the deadline
-                if time.monotonic() - started > self.spec.rpc_timeout_s:
-                    self.head_lost = err
-                    return
-            except Exception as err:  # noqa: BLE001 - node 0 gone or hung: this node stops
-                self.head_lost = err
-                return
-            self._stop.wait(PULL_S)
-
-    def pull_once(self, slots: dict[str, WeightSlot], stores: list[FrameStore], board: Board) -> None:
-        timeout = self.spec.rpc_timeout_s
-        for i, store in enumerate(stores):
-            first, frames = bridge.call(HEAD, "frames", i, store.next_id, FRAMES_PER_PULL, timeout_s=timeout)
-            if first > store.next_id:
-                store.skip_to(first)
-            if frames.numel():
-                store.append(frames.numpy())
-                self.pulled["frames"] += frames.numel() * frames.element_size()
-        for name, slot in slots.items():
-            version, flat = bridge.call(HEAD, "weights", name, self.versions[name], timeout_s=timeout)
-            if flat.numel():
-                slot.publish(flat.numpy(), version)
-                self.versions[name] = version
-                self.pulled["weights"] += flat.numel()
-        reply = bridge.call(HEAD, "counters", timeout_s=timeout)
-        self.pulled["counters"] += reply.numel() * reply.element_size()
-        counters = reply.tolist()
-        self.train_steps = int(counters[0])
-        board.row("trainer").set("train_steps", counters[0])
-        for i, steps in enumerate(counters[2:]):
-            board.row(f"actor{i}").set("env_steps", steps)
-        if counters[1]:
-            self._stop.set()
-
-    def link_bytes(self) -> dict[str, int]:
-        """Payload bytes on this node's link to node 0 so far, by what they carry (RPC framing not counted):
-        frames, weights and counters pulled, samples delivered here, batches forwarded to the trainers."""
-        inbound = bridge.inbound_bytes()
-        return {"frames_in": self.pulled["frames"], "weights_in": self.pulled["weights"],
-                "counters_in": self.pulled["counters"],
-                "samples_in": sum(inbound.get(f"samples{j}", 0) for j in self.mine),
-                "batches_out": sum(f.stats.bytes for f in self.forwarders)}
-
-    def told_to_stop(self) -> bool:
-        """Node 0 ended the run: it said so (the 'stop' event) or its counters carried the stop flag."""
-        return self._stop.is_set() or bridge.wait_event("stop", 0)
-
-    def should_stop(self) -> bool:
-        return self.told_to_stop() or self.head_lost is not None
-
-    def stop(self) -> None:
-        self._stop.set()
-        for forwarder in self.forwarders:
-            forwarder.stop(2.0)
-        if self._puller is not None:
-            self._puller.join(5.0)
-
-
-def run_reanalysis_node(config: Config, run_dir: Path, spec: ClusterSpec, world: TorchrunWorld, head_local: int,
-                        say: Any = print) -> int:
-    """Serve node 0 as a reanalysis node until it says stop (0) or is lost (1)."""
+def run_remote_node(config: Config, run_dir: Path, placement: Placement, world: TorchrunWorld,
+                    say: Any = print) -> int:
+    """Run this node's roles (a data or reanalysis node) for node 0 until it says stop (0), or until node 0 or the
+    data node is lost (1)."""
     import os
     import uuid
 
     from speedy.roles.launch import Supervisor, create_shared_memory, plan_roles
     from speedy.shm.segment import cleanup_stale
 
-    homes = reanalyzer_homes(spec, head_local)
-    plan = replace(plan_roles(config), reanalyzers=len(homes))
-    link = ReanalysisLink(spec, homes, world.rank, say)
+    rank = world.rank
+    link = NodeLink(placement, rank, say)
+    plan = link.plan(plan_roles(config))
     run_id = f"r{os.getpid()}{uuid.uuid4().hex[:6]}"
     cleanup_stale()
     owned = create_shared_memory(config, plan, run_id)
     board: Board = owned[0]
-    supervisor = Supervisor(config, plan, run_id, run_dir, roles=link.local_roles())
-    say(f"[node{world.rank}] reanalysis node: reanalyzers {link.mine} for {HEAD}", flush=True)
+    roles = link.local_roles(plan)
+    supervisor = Supervisor(config, plan, run_id, run_dir, roles=roles)
+    say(f"[node{rank}] {placement.kind(rank)} node: {', '.join(role_name(r, i) for r, i in roles)} for {HEAD}",
+        flush=True)
     traffic = MetricsWriter(run_dir, "link", tensorboard=False)
     next_write = time.monotonic()
+    ended = False
     try:
         link.start(run_id, owned, board)
         supervisor.start_all()
@@ -278,7 +391,7 @@ def run_reanalysis_node(config: Config, run_dir: Path, spec: ClusterSpec, world:
                 next_write = time.monotonic() + config.run.log_interval_s
             time.sleep(0.2)
     finally:
-        ended = link.told_to_stop()  # before link.stop(), which sets the same flag
+        ended = link.told_to_stop()  # before the stop below, which the pull loop's end could look like a loss
         board.set_control("stop", 1)
         supervisor.stop()
         link.stop()
@@ -287,37 +400,40 @@ def run_reanalysis_node(config: Config, run_dir: Path, spec: ClusterSpec, world:
         for handle in reversed(owned):
             handle.close()
     if link.train_steps:
-        total = sum(link.link_bytes().values())
-        say(f"[node{world.rank}] link to {HEAD}: {total / link.train_steps / 1024:.1f} KiB per training step "
-            f"({', '.join(f'{k} {v / 2**20:.1f} MiB' for k, v in link.link_bytes().items())})", flush=True)
-    if link.head_lost is not None and not ended:  # node 0 closing its end after saying stop is no loss
-        say(f"[node{world.rank}] {HEAD} is gone ({str(link.head_lost).splitlines()[0][:200]}); stopped", flush=True)
+        moved = link.link_bytes()
+        say(f"[node{rank}] link to {HEAD}: {sum(moved.values()) / link.train_steps / 1024:.1f} KiB per training step "
+            f"({', '.join(f'{k} {v / 2**20:.1f} MiB' for k, v in moved.items())})", flush=True)
+    if link.fatal is not None and not ended:  # node 0 closing its end after saying stop is no loss
+        say(f"[node{rank}] {link.fatal_peer} is gone ({str(link.fatal).splitlines()[0][:200]}); stopped", flush=True)
         return 1
-    say(f"[node{world.rank}] stopped: {HEAD} ended the run", flush=True)
+    say(f"[node{rank}] stopped: {HEAD} ended the run", flush=True)
     return 0
 
 
 def run_cluster_node(config: Config, run_dir: Path, spec: ClusterSpec, world: TorchrunWorld, say: Any = print,
                      resume: bool = False) -> int:
-    """Entry of `run.py` under torchrun: join RPC, then run node 0 (combined) or a reanalysis node. With `resume`,
-    node 0 continues the stopped run in `run_dir` (checkpoint, replay, frames: speedy/roles/resume.py); a
-    reanalysis node holds nothing to restore (it replicates node 0's frames and weights from wherever they are).
-    Exit codes: 0 done, 1 lost node 0 / a run failure, 2 a checkpoint that cannot be resumed."""
+    """Entry of `run.py` under torchrun: join RPC, then run node 0 (the run's agent loop) or another node. With
+    `resume`, node 0 continues the stopped run in `run_dir` (checkpoint, replay, frames: speedy/roles/resume.py);
+    the other nodes hold nothing to restore (they replicate what they need again).
+    Exit codes: 0 done, 1 lost node 0 or the data node / a run failure, 2 a checkpoint that cannot be resumed."""
     import os
 
     from speedy.checkpoint import CheckpointError
-    from speedy.roles.launch import RunFailedError, plan_roles, run_single_box
+    from speedy.roles.launch import RunFailedError, run_single_box
 
     check_supported(spec)
-    # every node sizes its channels for node 0's DDP trainers (reanalyzers write one ring per trainer)
-    config = replace(config, roles=replace(config.roles, trainers=spec.node(0).trainers))
+    config = cluster_config(config, spec)  # every node sizes its shared memory alike
+    placement = Placement.of(spec, config)
+    if resume and placement.data != 0:
+        say(f"error: cannot resume: this cluster's replay lives on node {placement.data}, not node 0; --resume "
+            f"continues clusters whose node 0 is a combined node", flush=True)
+        return 2
     set_interface(spec.interface)
     init_rpc(world, spec.rpc_timeout_s)
-    head_local = max(0, spec.node(0).reanalyzers or plan_roles(config).reanalyzers)  # -1: none on node 0
     code = 0
     try:
         if world.rank == 0:
-            link = HeadLink(spec, reanalyzer_homes(spec, head_local), say)
+            link = NodeLink(placement, 0, say)
             try:
                 summary = run_single_box(config, run_dir, link=link, resume=resume)
             except (CheckpointError, MemoryError, RunFailedError) as err:
@@ -325,13 +441,14 @@ def run_cluster_node(config: Config, run_dir: Path, spec: ClusterSpec, world: To
                 say(f"error: {'cannot resume: ' if code == 2 else ''}{err}", flush=True)
                 link.stop()  # the other nodes stop now rather than at their deadline
             else:
+                if link.fatal is not None:
+                    code = 1
                 say(f"[node0] {summary.train_steps} training steps; lost nodes: {sorted(link.lost) or 'none'}",
                     flush=True)
         else:
-            code = run_reanalysis_node(config, run_dir, spec, world, head_local, say)
+            code = run_remote_node(config, run_dir, placement, world, say)
     finally:
         from torch.distributed import rpc
 
         rpc.shutdown(graceful=False)
     os._exit(code)  # no torchrun exit barrier wait on RPC threads: everything is written
-

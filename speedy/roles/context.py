@@ -27,6 +27,8 @@ from speedy.shm.weights import WeightSlot
 T = TypeVar("T")
 LATEST_WEIGHTS = "weights"
 TARGET_WEIGHTS = "target"
+# longest wait for a message's frames to reach this node's replicas (a cluster node) before dropping the message
+FRAME_WAIT_S = 10.0
 
 
 @dataclass(frozen=True)

@@ -40,7 +40,7 @@ from speedy.metrics import MetricsWriter
 from speedy.profile import RingMonitor, analyze, batch_ring_depth, format_report
 from speedy.replay.buffer import replay_memory_bytes
 from speedy.roles.board import Board
-from speedy.roles.cluster_agent import HeadLink
+from speedy.roles.cluster_agent import NodeLink
 from speedy.roles.context import LATEST_WEIGHTS, TARGET_WEIGHTS, RolePlan, RoleSpec, batch_mux
 from speedy.roles.process import role_main
 from speedy.roles.resume import (
@@ -307,10 +307,11 @@ class SnapshotSchedule:
 
 
 def run_single_box(config: Config, run_dir: Path, log: bool = True, resume: bool = False,
-                   link: HeadLink | None = None) -> RunSummary:
+                   link: NodeLink | None = None) -> RunSummary:
     """Train with every role in its own process on this machine; returns the run summary. With `resume`, continue
     the stopped run in `run_dir` (speedy/roles/resume.py; CheckpointError if it has no usable checkpoint). With
-    `link`, this is node 0 of a cluster whose other nodes run more reanalyzers (speedy/roles/cluster_agent.py)."""
+    `link`, this is node 0 of a cluster: the other nodes run reanalyzers, and the data node replay and actors
+    (speedy/roles/cluster_agent.py); this agent loop then sees their board rows as replicas."""
     say = print if log else (lambda *a, **k: None)
     plan = plan_roles(config)
     if link is not None:
@@ -361,7 +362,9 @@ def run_single_box(config: Config, run_dir: Path, log: bool = True, resume: bool
     progress = Progress(board, start)
     rings = RingMonitor([h for h in owned if isinstance(h, Ring)], run_id)
     next_log = start + config.run.log_interval_s
-    snapshots = SnapshotSchedule(run_dir, stores, board, config.run.replay_snapshot_interval_min)
+    keeps_replay = link is None or link.hosts_replay  # else replay and the frames live on the data node
+    snapshots = SnapshotSchedule(run_dir, stores, board,
+                                 config.run.replay_snapshot_interval_min if keeps_replay else 0.0)
     try:
         if link is not None:
             link.start(run_id, owned, board)
@@ -378,11 +381,17 @@ def run_single_box(config: Config, run_dir: Path, log: bool = True, resume: bool
             if board.control("target_reached_env_steps"):
                 reason = "target reached"
                 break
+            if link is not None and link.fatal is not None:
+                reason = f"lost {link.fatal_peer}"
+                say(f"[agent] lost {link.fatal_peer} ({str(link.fatal).splitlines()[0][:200]}): the run stops",
+                    flush=True)
+                break
             if time.time() >= next_log:
                 next_log += config.run.log_interval_s
                 say(progress.line(), flush=True)
+                roles = board.snapshot() if link is None else link.local_rows(board.snapshot())  # others: theirs
                 metrics.write(int(board.get("trainer", "train_steps")),
-                              {"roles": board.snapshot(), "rings": rings.report(), "cores": usable_cores(),
+                              {"roles": roles, "rings": rings.report(), "cores": usable_cores(),
                                "load": os.getloadavg()[0]})
     except KeyboardInterrupt:
         reason = "interrupted"
@@ -397,12 +406,13 @@ def run_single_box(config: Config, run_dir: Path, log: bool = True, resume: bool
         if link is not None:
             link.stop()  # tells the other nodes to stop
         supervisor.stop()
-        save_frames(run_dir, stores, final_serial)  # with replay.npz and the trainer's checkpoint: --resume
+        if keeps_replay:
+            save_frames(run_dir, stores, final_serial)  # with replay.npz and the trainer's checkpoint: --resume
         signal.signal(signal.SIGTERM, previous_term)
         signal.signal(signal.SIGINT, previous_int)
         signal.signal(signal.SIGUSR1, previous_usr1)
         elapsed = time.time() - start
-        snapshot = board.snapshot()
+        snapshot = board.snapshot() if link is None else link.local_rows(board.snapshot())
         metrics.write(int(snapshot["trainer"]["train_steps"]), {"roles": snapshot, "reason": reason})
         metrics.close()
         summary = _summary(board, run_dir, start, elapsed)

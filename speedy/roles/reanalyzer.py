@@ -17,14 +17,12 @@ import torch
 
 from speedy.components import reanalyze_settings, search_config
 from speedy.reanalyze import SampleWindows, compute_targets
-from speedy.roles.context import LATEST_WEIGHTS, TARGET_WEIGHTS, Periodic, RoleContext, batch_mux
+from speedy.roles.context import FRAME_WAIT_S, LATEST_WEIGHTS, TARGET_WEIGHTS, Periodic, RoleContext, batch_mux
 from speedy.roles.messages import Inbox, Outbox
 from speedy.search import ModelSearch
 from speedy.shm.frames import FrameEvictedError
 from speedy.shm.mux import mux_writer
 from speedy.shm.ring import Ring
-
-FRAME_WAIT_S = 10.0  # longest wait for a sample's frames to reach this node's replicas before dropping the sample
 
 
 class TimedInference:

@@ -86,6 +86,7 @@ async def run_replay(ctx: RoleContext) -> None:
                 return
             with ctx.row.timed("busy_replay"):
                 replay.update_priorities(update.index, update.generation, update.priorities, update.version)
+            ctx.row.add("priority_updates", 1)
 
     async def wait_until_ready() -> None:
         await ctx.wait_until(lambda: replay.num_positions >= max(1, ready), poll_s=0.05)

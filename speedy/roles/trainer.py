@@ -32,7 +32,7 @@ from speedy.cluster.ddp import join_trainer_group
 from speedy.learner import Learner
 from speedy.losses import TrainingBatch
 from speedy.reanalyze import BatchTargets
-from speedy.roles.context import LATEST_WEIGHTS, TARGET_WEIGHTS, Periodic, RoleContext, batch_mux
+from speedy.roles.context import FRAME_WAIT_S, LATEST_WEIGHTS, TARGET_WEIGHTS, Periodic, RoleContext, batch_mux
 from speedy.roles.messages import Inbox, Outbox, PriorityUpdate
 from speedy.shm.frames import FrameEvictedError
 from speedy.shm.mux import MuxReader, mux_writer
@@ -126,6 +126,10 @@ async def run_trainer(ctx: RoleContext) -> None:
                 targets = await batches_in.receive(BatchTargets)
             if targets is None:
                 return
+            # On a cluster's trainer node the frame stores are replicas pulled from the data node and can trail
+            # the batches by a pull period; frames that never arrive: the batch is dropped.
+            if not await ctx.wait_until(lambda t=targets: frames.published(t.frame_refs), timeout_s=FRAME_WAIT_S):
+                continue
             with ctx.row.timed("transport"):
                 try:
                     batch = targets.training_batch(frames)

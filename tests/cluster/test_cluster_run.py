@@ -15,7 +15,7 @@ from speedy.metrics import read_metrics
 from speedy.profile import analyze
 from speedy.shm import cleanup_stale
 
-from ..roles.conftest import agent_rows, wait_for
+from ..roles.conftest import agent_rows, speedy_segments, wait_for
 
 REPO = Path(__file__).resolve().parents[2]
 TINY = ["model.channels=8", "model.reduced_channels=4", "model.lstm_hidden=16", "model.head_hidden=[8]",
@@ -25,9 +25,26 @@ TINY = ["model.channels=8", "model.reduced_channels=4", "model.lstm_hidden=16", 
         "roles.refreshers=-1", "run.log_interval_s=1", "train.training_steps=100000"]
 
 
-def run_file(tmp_path: Path, reanalysis_nodes: int, trainers: int = 1) -> Path:
+SPLIT = """preset = "cartpole"
+[cluster]
+interface = "lo"
+rpc_timeout_s = 10.0
+[[cluster.nodes]]
+kind = "trainer"
+trainers = 2
+[[cluster.nodes]]
+kind = "data"
+actors = 1
+[[cluster.nodes]]
+kind = "reanalysis"
+reanalyzers = 1
+"""
+
+
+def run_file(tmp_path: Path, reanalysis_nodes: int, trainers: int = 1, text: str | None = None) -> Path:
+    """cluster.toml: node 0 combined, `reanalysis_nodes` reanalysis nodes (or `text` as given)."""
     path = tmp_path / "cluster.toml"
-    path.write_text(f"""preset = "cartpole"
+    path.write_text(text or f"""preset = "cartpole"
 [cluster]
 interface = "lo"
 rpc_timeout_s = 10.0
@@ -45,10 +62,11 @@ reanalyzers = 1
 
 
 def start_cluster(tmp_path: Path, world: int, train_steps: int, trainers: int = 1, extra: tuple[str, ...] = (),
-                  resume: bool = False) -> list[subprocess.Popen]:
-    """`world` torchrun launchers on loopback (node 0 combined, the others reanalysis nodes), each logging to
-    tmp_path/node<rank>.log (appended to: a resumed cluster's lines follow the first one's)."""
-    args = ["--config", str(run_file(tmp_path, world - 1, trainers))]
+                  resume: bool = False, layout: str | None = None) -> list[subprocess.Popen]:
+    """`world` torchrun launchers on loopback (node 0 combined, the others reanalysis nodes; or `layout`'s
+    cluster.toml text), each logging to tmp_path/node<rank>.log (appended to: a resumed cluster's lines follow the
+    first one's)."""
+    args = ["--config", str(run_file(tmp_path, world - 1, trainers, layout))]
     if resume:  # the run's own config (config.json), as single-box --resume
         args += ["--resume", str(tmp_path / "run"), "--max-train-steps", str(train_steps)]
     else:
@@ -108,15 +126,17 @@ def test_reanalysis_node_feeds_two_ddp_trainers_and_everything_stops_at_the_end(
 @pytest.mark.timeout(420)
 @pytest.mark.parametrize("how", ["SIGKILL", "SIGSTOP"])
 def test_a_dead_or_hung_reanalysis_node_does_not_stop_training(tmp_path, how):
-    """4 nodes; node 3 is SIGKILLed (a dead machine) or SIGSTOPped (a hung one: every process of it frozen, its
-    sockets open) once it has fed the trainer. Node 0 names it lost and trains to the end; nodes 1 and 2 stop when
-    told. (The surviving torchrun launchers then wait in torchrun's exit barrier for the lost node: their workers
-    have finished and written everything, so the test stops the launchers once the workers say so.)"""
-    nodes = start_cluster(tmp_path, 4, 150)
+    """4 nodes: trainer, data and two reanalysis nodes; node 3 is SIGKILLed (a dead machine) or SIGSTOPped (a hung
+    one: every process of it frozen, its sockets open) once it has fed the trainer. Node 0 names it lost and trains
+    to the end; nodes 1 and 2 stop when told. (The surviving torchrun launchers then wait in torchrun's exit barrier
+    for the lost node: their workers have finished and written everything, so the test stops the launchers once the
+    workers say so.)"""
+    nodes = start_cluster(tmp_path, 4, 150, layout=SPLIT.replace("kind = \"reanalysis\"\n",
+                                                                  "kind = \"reanalysis\"\ncount = 2\n"))
     lost_after = None
     try:
         deadline = time.monotonic() + 300
-        metrics = tmp_path / "run" / "node3" / "metrics" / "reanalyzer3.jsonl"
+        metrics = tmp_path / "run" / "node3" / "metrics" / "reanalyzer1.jsonl"
         while batches_made(metrics) == 0:
             assert time.monotonic() < deadline, "node 3 never produced a batch"
             time.sleep(1.0)
@@ -176,3 +196,46 @@ def test_sigterm_then_resume_a_cluster_run(tmp_path):
     assert f"[trainer] resumed at step {steps}: weights {weights}, optimizer state of step {steps} {optimizer}" in head
     assert json.loads((tmp_path / "run" / "summary.json").read_text())["train_steps"] == more
     assert batches_made(tmp_path / "run" / "node1" / "metrics" / "reanalyzer1.jsonl") > 0
+
+
+def last_row(path: Path) -> dict:
+    return read_metrics(path)[-1] if path.exists() and read_metrics(path) else {}
+
+
+@pytest.mark.timeout(400)
+def test_trainer_data_and_reanalysis_nodes_train_together_and_stop_clean(tmp_path):
+    """The paper's layout in small: node 0 a trainer node with 2 DDP trainers, node 1 the data node (replay, an
+    actor), node 2 a reanalysis node. Priorities cross from node 0 to replay, samples from node 1 to node 2, batches
+    from node 2 to node 0; frames from node 1 to both others; weights from node 0 to both."""
+    before = speedy_segments()
+    nodes = start_cluster(tmp_path, 3, 60, layout=SPLIT)
+    try:
+        for node in nodes:
+            node.wait(timeout=360)
+    finally:
+        stop_cluster(nodes)
+        left = speedy_segments() - before
+        cleanup_stale()
+    outputs = [log_of(tmp_path, rank) for rank in range(3)]
+    assert [n.returncode for n in nodes] == [0, 0, 0], "\n=====\n".join(o[-3000:] for o in outputs)
+    assert not left, left
+    run = tmp_path / "run"
+    assert json.loads((run / "summary.json").read_text())["train_steps"] == 60
+    assert "2 DDP trainers" in outputs[0] and "lost nodes: none" in outputs[0]
+    assert "[node1] data node: replay, actor0" in outputs[1] and "[node2] reanalysis node: reanalyzer0" in outputs[2]
+    roles = read_metrics(run / "metrics" / "agent.jsonl")[-1]["roles"]
+    assert set(roles) == {"trainer", "trainer1", "evaluator"}, set(roles)  # node 0's own rows only
+    assert roles["trainer1"]["train_steps"] == 60
+    # weights published on node 0 reached the reanalysis node's reanalyzer (the data node's slots: weights_in
+    # below; its actor, held back by the data/update bound in so short a run, may not have pulled them yet)
+    assert last_row(run / "node2" / "metrics" / "reanalyzer0.jsonl").get("weights_version", 0) > 0
+    assert max(r.get("priority_updates", 0) for r in read_metrics(run / "node1" / "metrics" / "replay.jsonl")) > 0
+    assert batches_made(run / "node2" / "metrics" / "reanalyzer0.jsonl") > 0
+    for output in outputs[1:]:
+        assert "exited with code" not in output, output[-3000:]
+    moved = {link.node: link for link in analyze(run, window=(0, None)).links}
+    assert moved["node1"].bytes_per_step.get("samples_out", 0) > 0, moved["node1"]
+    assert moved["node1"].bytes_per_step.get("priorities_in", 0) > 0, moved["node1"]
+    assert moved["node1"].bytes_per_step.get("weights_in", 0) > 0, moved["node1"]
+    assert "lost" not in outputs[1], outputs[1][-3000:]  # node 2 stopping when told is no loss
+    assert moved["node2"].bytes_per_step.get("frames_in", 0) > 0 and moved["node2"].bytes_per_step["batches_out"] > 0
