@@ -219,7 +219,7 @@ class NodeLink:
         if self.rank == 0:  # the data node first: it feeds the others, which it would see go as losses
             data = self.placement.data
             for rank in sorted(self.placement.ranks[1:], key=lambda r: r != data):
-                if f"node{rank}" not in self.lost:
+                if f"node{rank}" not in self.lost and f"node{rank}" != self.fatal_peer:
                     bridge.notify_peer(f"node{rank}", "stop", 5.0)
 
     def told_to_stop(self) -> bool:
@@ -441,10 +441,9 @@ def run_cluster_node(config: Config, run_dir: Path, spec: ClusterSpec, world: To
                 say(f"error: {'cannot resume: ' if code == 2 else ''}{err}", flush=True)
                 link.stop()  # the other nodes stop now rather than at their deadline
             else:
-                if link.fatal is not None:
-                    code = 1
-                say(f"[node0] {summary.train_steps} training steps; lost nodes: {sorted(link.lost) or 'none'}",
-                    flush=True)
+                lost = sorted(link.lost | ({link.fatal_peer} if link.fatal is not None else set()))
+                code = 1 if link.fatal is not None else 0
+                say(f"[node0] {summary.train_steps} training steps; lost nodes: {lost or 'none'}", flush=True)
         else:
             code = run_remote_node(config, run_dir, placement, world, say)
     finally:

@@ -9,8 +9,9 @@ import time
 from pathlib import Path
 
 import pytest
+import torch
 
-from speedy.cluster.loopback import signal_node, start_loopback_cluster, stop_cluster
+from speedy.cluster.loopback import kill_node, signal_node, start_loopback_cluster, stop_cluster
 from speedy.metrics import read_metrics
 from speedy.profile import analyze
 from speedy.shm import cleanup_stale
@@ -163,8 +164,6 @@ def test_a_dead_or_hung_reanalysis_node_does_not_stop_training(tmp_path, how):
 def test_sigterm_then_resume_a_cluster_run(tmp_path):
     """SIGTERM to node 0's launcher stops the whole cluster with a checkpoint; the same torchrun commands with
     `--resume RUN_DIR` continue from its step, weights, optimizer and replay, and train on to the new end."""
-    import torch
-
     from speedy.checkpoint import state_digest
 
 
@@ -239,3 +238,23 @@ def test_trainer_data_and_reanalysis_nodes_train_together_and_stop_clean(tmp_pat
     assert moved["node1"].bytes_per_step.get("weights_in", 0) > 0, moved["node1"]
     assert "lost" not in outputs[1], outputs[1][-3000:]  # node 2 stopping when told is no loss
     assert moved["node2"].bytes_per_step.get("frames_in", 0) > 0 and moved["node2"].bytes_per_step["batches_out"] > 0
+
+
+@pytest.mark.timeout(400)
+def test_losing_the_data_node_stops_the_run_with_a_final_checkpoint(tmp_path):
+    """Node 1 (replay, actors) is SIGKILLed mid-run: node 0 says which node it lost, stops, and keeps a checkpoint;
+    the reanalysis node stops too (told by node 0, or on its own when its frame source is gone)."""
+    nodes = start_cluster(tmp_path, 3, 100000, layout=SPLIT, extra=("run.checkpoint_interval_steps=100000",))
+    try:
+        wait_for(lambda: (r := agent_rows(tmp_path / "run")) and r["trainer"]["train_steps"] > 10, 240, "training")
+        kill_node(nodes[1])
+        deadline = time.monotonic() + 120
+        wait_for_line(tmp_path, 0, "[node0]", deadline)
+        wait_for_line(tmp_path, 2, "stopped", deadline)
+    finally:
+        stop_cluster(nodes)
+        cleanup_stale()
+    head = log_of(tmp_path, 0)
+    assert "[agent] lost node1" in head and "the run stops" in head and "lost nodes: ['node1']" in head, head[-3000:]
+    saved = torch.load(tmp_path / "run" / "checkpoint.pt", weights_only=True)  # the final one: no periodic ones
+    assert saved["train_steps"] > 10
