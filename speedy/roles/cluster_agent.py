@@ -44,6 +44,7 @@ from speedy.config import Config
 from speedy.metrics import MetricsWriter
 from speedy.roles.board import CONTROLS, Board
 from speedy.roles.context import RolePlan, batch_mux, role_name
+from speedy.roles.resume import ResumeState
 from speedy.shm.frames import FrameStore
 from speedy.shm.ring import Ring
 from speedy.shm.weights import WeightSlot
@@ -158,6 +159,7 @@ class NodeLink:
         self.versions: dict[str, int] = {}
         self.train_steps = 0  # node 0's, as last seen
         self.stopped = False
+        self.resumed_at: tuple[int, int] | None = None  # node 0 under --resume: the checkpoint's (train, env) steps
         self._plan: RolePlan | None = None
         self._told = threading.Event()  # node 0's board carried the stop control
         self._stop = threading.Event()
@@ -191,6 +193,7 @@ class NodeLink:
         if self.hosts_replay:
             bridge.register_service("frames", lambda i, first, most: _frames_reply(stores[i], first, most))
         if self.rank == 0:
+            bridge.register_service("resumed", lambda: torch.tensor(self.resumed_at or (-1, -1), dtype=torch.int64))
             bridge.register_service("weights", lambda name, have: _weights_reply(slots[name], have))
             bridge.register_service("board", lambda: torch.from_numpy(
                 np.concatenate([board.controls, board.rows.reshape(-1)])))
@@ -301,10 +304,29 @@ class NodeLink:
         own = set(_row_indices(board, self.placement.rows_on(self.rank, self._plan)))
         others = [i for i in range(len(board.row_names)) if i not in own and board.row_names[i] != "agent"]
         board.rows[others] = rows[others]
-        board.controls[:] = controls
+        board.controls[self._mirrored_controls] = controls[self._mirrored_controls]
         self.train_steps = int(board.get("trainer", "train_steps"))
         if board.stopping:
             self._told.set()
+
+    @property
+    def _mirrored_controls(self) -> list[int]:
+        """Node 0's controls this node copies: all but, on a separate data node, the replay snapshot serial (its
+        own agent asks its replay for snapshots)."""
+        return [i for i, name in enumerate(CONTROLS) if not (name == "snapshot" and self.hosts_replay)]
+
+    def resume_counters(self) -> tuple[int, int]:
+        """(train steps, env steps) of the checkpoint node 0 resumed from, once it has loaded it ((-1, -1): node 0
+        is not resuming). Raises what `bridge.call` raises if node 0 does not answer within the deadline."""
+        deadline = time.monotonic() + self.spec.rpc_timeout_s
+        while True:
+            try:
+                train, env = bridge.call(HEAD, "resumed", timeout_s=self.spec.rpc_timeout_s).tolist()
+                return int(train), int(env)
+            except bridge.ServiceNotReadyError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.2)
 
     def _pull_rows(self, rank: int, rows: list[int], board: Board) -> None:
         values = bridge.call(f"node{rank}", "rows", timeout_s=self.spec.rpc_timeout_s).numpy()
@@ -357,23 +379,50 @@ def _frames_reply(store: FrameStore, first: int, most: int) -> tuple[int, torch.
     return start, torch.from_numpy(store.get(np.arange(start, end, dtype=np.int64)))
 
 
+def resume_data_node(config: Config, run_dir: Path, link: NodeLink, plan: RolePlan, say: Any) -> ResumeState | None:
+    """--resume on a separate data node: node 0's checkpoint counters and this node's replay snapshot and frames
+    (None: node 0 is not resuming). ClusterError if the snapshot's actors differ from the cluster file's."""
+    from speedy.components import block_layout, frame_store_capacity, task_spec
+    from speedy.roles.resume import ResumeState, load_replay_frames
+
+    train_steps, env_steps = link.resume_counters()
+    if train_steps < 0:
+        return None
+    layout = block_layout(config, task_spec(config))
+    frames = load_replay_frames(run_dir, say, lambda n: frame_store_capacity(config, layout, config.actor.num_envs, n))
+    if frames is not None and len(frames) != plan.actors:
+        raise ClusterError(f"the replay snapshot in {run_dir} holds the frames of {len(frames)} actors, the cluster "
+                           f"file's data node runs {plan.actors}: resume with the actors it had")
+    say(f"[node{link.rank}] resuming replay at env step {env_steps} "
+        f"({'with' if frames is not None else 'without'} the replay buffer)", flush=True)
+    return ResumeState({}, {}, train_steps, env_steps, frames, frames is not None)
+
+
 def run_remote_node(config: Config, run_dir: Path, placement: Placement, world: TorchrunWorld,
-                    say: Any = print) -> int:
+                    say: Any = print, resume: bool = False) -> int:
     """Run this node's roles (a data or reanalysis node) for node 0 until it says stop (0), or until node 0 or the
-    data node is lost (1)."""
+    data node is lost (1). A data node also keeps the replay snapshots and frames (as a single box does), and with
+    `resume` restores them."""
     import os
     import uuid
 
-    from speedy.roles.launch import Supervisor, create_shared_memory, plan_roles
+    from speedy.roles.launch import SnapshotSchedule, Supervisor, create_shared_memory, plan_roles
+    from speedy.roles.resume import restore_shared_state, save_frames
     from speedy.shm.segment import cleanup_stale
 
     rank = world.rank
     link = NodeLink(placement, rank, say)
     plan = link.plan(plan_roles(config))
+    restored = resume_data_node(config, run_dir, link, plan, say) if resume and link.hosts_replay else None
     run_id = f"r{os.getpid()}{uuid.uuid4().hex[:6]}"
     cleanup_stale()
     owned = create_shared_memory(config, plan, run_id)
     board: Board = owned[0]
+    stores = [h for h in owned if isinstance(h, FrameStore)]
+    if restored is not None:
+        restore_shared_state(restored, run_dir, stores, board, config.replay.start_env_steps)
+    snapshots = SnapshotSchedule(run_dir, stores, board,
+                                 config.run.replay_snapshot_interval_min if link.hosts_replay else 0.0)
     roles = link.local_roles(plan)
     supervisor = Supervisor(config, plan, run_id, run_dir, roles=roles)
     say(f"[node{rank}] {placement.kind(rank)} node: {', '.join(role_name(r, i) for r, i in roles)} for {HEAD}",
@@ -386,15 +435,19 @@ def run_remote_node(config: Config, run_dir: Path, placement: Placement, world: 
         supervisor.start_all()
         while not link.should_stop():
             supervisor.check(board, say)
+            snapshots.poll()
             if time.monotonic() >= next_write:
                 traffic.write(link.train_steps, {"peer": HEAD, **link.link_bytes()})
                 next_write = time.monotonic() + config.run.log_interval_s
             time.sleep(0.2)
     finally:
         ended = link.told_to_stop()  # before the stop below, which the pull loop's end could look like a loss
+        final_serial = snapshots.finish()  # replay's last snapshot carries it, and so do the frames below
         board.set_control("stop", 1)
         supervisor.stop()
         link.stop()
+        if link.hosts_replay:
+            save_frames(run_dir, stores, final_serial)
         traffic.write(link.train_steps, {"peer": HEAD, **link.link_bytes()})
         traffic.close()
         for handle in reversed(owned):
@@ -413,8 +466,9 @@ def run_remote_node(config: Config, run_dir: Path, placement: Placement, world: 
 def run_cluster_node(config: Config, run_dir: Path, spec: ClusterSpec, world: TorchrunWorld, say: Any = print,
                      resume: bool = False) -> int:
     """Entry of `run.py` under torchrun: join RPC, then run node 0 (the run's agent loop) or another node. With
-    `resume`, node 0 continues the stopped run in `run_dir` (checkpoint, replay, frames: speedy/roles/resume.py);
-    the other nodes hold nothing to restore (they replicate what they need again).
+    `resume`, node 0 continues the stopped run in `run_dir` (checkpoint; replay and frames where it hosts them:
+    speedy/roles/resume.py), a separate data node restores its replay and frames from its own directory, and
+    reanalysis nodes hold nothing to restore (they replicate what they need again).
     Exit codes: 0 done, 1 lost node 0 or the data node / a run failure, 2 a checkpoint that cannot be resumed."""
     import os
 
@@ -424,10 +478,6 @@ def run_cluster_node(config: Config, run_dir: Path, spec: ClusterSpec, world: To
     check_supported(spec)
     config = cluster_config(config, spec)  # every node sizes its shared memory alike
     placement = Placement.of(spec, config)
-    if resume and placement.data != 0:
-        say(f"error: cannot resume: this cluster's replay lives on node {placement.data}, not node 0; --resume "
-            f"continues clusters whose node 0 is a combined node", flush=True)
-        return 2
     set_interface(spec.interface)
     init_rpc(world, spec.rpc_timeout_s)
     code = 0
@@ -445,7 +495,11 @@ def run_cluster_node(config: Config, run_dir: Path, spec: ClusterSpec, world: To
                 code = 1 if link.fatal is not None else 0
                 say(f"[node0] {summary.train_steps} training steps; lost nodes: {lost or 'none'}", flush=True)
         else:
-            code = run_remote_node(config, run_dir, placement, world, say)
+            try:
+                code = run_remote_node(config, run_dir, placement, world, say, resume)
+            except ClusterError as err:
+                say(f"error: cannot resume: {err}", flush=True)
+                code = 2
     finally:
         from torch.distributed import rpc
 

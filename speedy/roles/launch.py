@@ -320,11 +320,16 @@ def run_single_box(config: Config, run_dir: Path, log: bool = True, resume: bool
         plan = replace(plan, ddp_port=free_port())
     layout = block_layout(config, task_spec(config))
     capacity = lambda actors: frame_store_capacity(config, layout, config.actor.num_envs, actors)  # noqa: E731
-    restored = load_resume(run_dir, asdict(config), say, capacity) if resume else None
+    keeps_replay = link is None or link.hosts_replay  # else replay and the frames live on the data node
+    restored = load_resume(run_dir, asdict(config), say, capacity, keeps_replay) if resume else None
     if restored is not None:
         plan = resume_plan(plan, restored)
-        say(f"[agent] resuming at train step {restored.train_steps}, env step {restored.env_steps} "
-            f"({'with' if restored.has_replay else 'without'} the replay buffer)", flush=True)
+        where = ("with" if restored.has_replay else "without") + " the replay buffer" if keeps_replay else \
+            "the replay buffer is the data node's"
+        say(f"[agent] resuming at train step {restored.train_steps}, env step {restored.env_steps} ({where})",
+            flush=True)
+        if link is not None:
+            link.resumed_at = (restored.train_steps, restored.env_steps)
     run_id = f"r{os.getpid()}{uuid.uuid4().hex[:6]}"
     stale = cleanup_stale()
     if stale:
@@ -336,7 +341,7 @@ def run_single_box(config: Config, run_dir: Path, log: bool = True, resume: bool
     owned = create_shared_memory(config, plan, run_id, restored)
     board: Board = owned[0]
     stores = [h for h in owned if isinstance(h, FrameStore)]
-    if restored is not None:
+    if restored is not None and keeps_replay:
         restore_shared_state(restored, run_dir, stores, board, config.replay.start_env_steps)
     metrics = MetricsWriter(run_dir, "agent", tensorboard=False)
     metrics.write(0, {"event": "start", "cores": usable_cores(), "plan": asdict(plan), "config": asdict(config),
@@ -362,7 +367,6 @@ def run_single_box(config: Config, run_dir: Path, log: bool = True, resume: bool
     progress = Progress(board, start)
     rings = RingMonitor([h for h in owned if isinstance(h, Ring)], run_id)
     next_log = start + config.run.log_interval_s
-    keeps_replay = link is None or link.hosts_replay  # else replay and the frames live on the data node
     snapshots = SnapshotSchedule(run_dir, stores, board,
                                  config.run.replay_snapshot_interval_min if keeps_replay else 0.0)
     try:

@@ -81,18 +81,26 @@ def _frames_of(run_dir: Path, replay_serial: int | None,
 
 
 def load_resume(run_dir: Path, config_dict: dict[str, Any], say: Any = print,
-                frame_capacity: Callable[[int], int] | None = None) -> ResumeState:
-    """Read a stopped run's checkpoint (CheckpointError if none is usable) and its frame/replay snapshots
-    (`frame_capacity(stores)`: frames per store the resumed run keeps; the newest of the journal are read)."""
+                frame_capacity: Callable[[int], int] | None = None, with_replay: bool = True) -> ResumeState:
+    """Read a stopped run's checkpoint (CheckpointError if none is usable) and, `with_replay` (this node hosts
+    replay), its frame/replay snapshots (`frame_capacity(stores)`: frames per store the resumed run keeps; the
+    newest of the journal are read)."""
     record = load_latest(run_dir / CHECKPOINT_NAME, "cpu", config_dict, warn=lambda m: say(f"[agent] {m}"))
+    frames = load_replay_frames(run_dir, say, frame_capacity) if with_replay else None
+    return ResumeState(record["model"], record.get("target_model") or record["model"], int(record["train_steps"]),
+                       int(record["env_steps"]), frames, frames is not None)
+
+
+def load_replay_frames(run_dir: Path, say: Any = print,
+                       frame_capacity: Callable[[int], int] | None = None) -> list[tuple[int, np.ndarray]] | None:
+    """The frames of the replay snapshot in `run_dir` (the node that hosts replay), None if there is no usable
+    pair: a buffer without its frames (or frames without a buffer) is of no use."""
     frames, source = _frames_of(run_dir, _serial(run_dir / SNAPSHOT), frame_capacity)
-    has_replay = frames is not None  # a buffer without its frames (or frames without a buffer) is of no use
-    if has_replay:
+    if frames is not None:
         say(f"[agent] replay buffer and frames from {source}", flush=True)
     elif (run_dir / SNAPSHOT).exists():
         say(f"[agent] replay snapshot not used: {source}", flush=True)
-    return ResumeState(record["model"], record.get("target_model") or record["model"], int(record["train_steps"]),
-                       int(record["env_steps"]), frames, has_replay)
+    return frames
 
 
 def resume_plan(plan: RolePlan, state: ResumeState) -> RolePlan:

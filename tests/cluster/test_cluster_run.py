@@ -161,40 +161,54 @@ def test_a_dead_or_hung_reanalysis_node_does_not_stop_training(tmp_path, how):
 
 
 @pytest.mark.timeout(500)
-def test_sigterm_then_resume_a_cluster_run(tmp_path):
-    """SIGTERM to node 0's launcher stops the whole cluster with a checkpoint; the same torchrun commands with
-    `--resume RUN_DIR` continue from its step, weights, optimizer and replay, and train on to the new end."""
+@pytest.mark.parametrize("layout", ["combined", "split"])
+def test_sigterm_then_resume_a_cluster_run(tmp_path, layout):
+    """SIGTERM to node 0's launcher stops the whole cluster with a checkpoint and the replay snapshot (on node 0 when
+    it is combined, else on the data node, node 1); the same torchrun commands with `--resume RUN_DIR` continue
+    from its step, weights, optimizer and replay, and train on to the new end."""
+    import numpy as np
+
     from speedy.checkpoint import state_digest
 
-
-    nodes = start_cluster(tmp_path, 2, 100000, extra=("run.checkpoint_interval_steps=5",))
+    split = layout == "split"
+    world, text = (3, SPLIT) if split else (2, None)
+    replay_dir = tmp_path / "run" / ("node1" if split else "")
+    nodes = start_cluster(tmp_path, world, 100000, extra=("run.checkpoint_interval_steps=5",), layout=text)
     try:
         wait_for(lambda: (r := agent_rows(tmp_path / "run")) and r["trainer"]["train_steps"] > 12, 240, "training")
         nodes[0].send_signal(signal.SIGTERM)  # torchrun passes it to its worker: the run stops with a checkpoint
         deadline = time.monotonic() + 120
         wait_for_line(tmp_path, 0, "[node0]", deadline)
-        wait_for_line(tmp_path, 1, "[node1] stopped: node0 ended the run", deadline)
+        for rank in range(1, world):
+            wait_for_line(tmp_path, rank, f"[node{rank}] stopped: node0 ended the run", deadline)
     finally:
-        stop_cluster(nodes)  # node 1's launcher waits in torchrun's exit barrier for node 0's, gone
+        stop_cluster(nodes)  # the other launchers wait in torchrun's exit barrier for node 0's, gone
         cleanup_stale()
     saved = torch.load(tmp_path / "run" / "checkpoint.pt", weights_only=True)
-    steps = saved["train_steps"]
-    assert steps > 12
+    steps, env_steps = saved["train_steps"], saved["env_steps"]
+    with np.load(replay_dir / "replay.npz", allow_pickle=False) as replay:
+        positions = int(replay["num_positions"])
+    assert steps > 12 and positions > 0 and (replay_dir / "frames.npz").exists()
     more = steps + 6
-    nodes = start_cluster(tmp_path, 2, more, extra=("eval.episodes=1",), resume=True)
+    nodes = start_cluster(tmp_path, world, more, extra=("eval.episodes=1",), resume=True, layout=text)
     try:
         for node in nodes:
             node.wait(timeout=300)
     finally:
         stop_cluster(nodes)
         cleanup_stale()
-    head = log_of(tmp_path, 0)
-    assert [n.returncode for n in nodes] == [0, 0], head[-3000:]
-    assert f"resuming at train step {steps}, env step {saved['env_steps']} (with the replay buffer)" in head
+    head, data = log_of(tmp_path, 0), log_of(tmp_path, 1 if split else 0)
+    assert [n.returncode for n in nodes] == [0] * world, head[-3000:]
+    where = "the replay buffer is the data node's" if split else "with the replay buffer"
+    assert f"resuming at train step {steps}, env step {env_steps} ({where})" in head, head[-3000:]
+    if split:
+        assert f"[node1] resuming replay at env step {env_steps} (with the replay buffer)" in data, data[-3000:]
+    assert f"[replay] resumed with {positions} positions" in data
     weights, optimizer = state_digest(saved["model"])[:16], state_digest(saved["optimizer"]["state"])[:16]
     assert f"[trainer] resumed at step {steps}: weights {weights}, optimizer state of step {steps} {optimizer}" in head
     assert json.loads((tmp_path / "run" / "summary.json").read_text())["train_steps"] == more
-    assert batches_made(tmp_path / "run" / "node1" / "metrics" / "reanalyzer1.jsonl") > 0
+    reanalyzer = "node2/metrics/reanalyzer0.jsonl" if split else "node1/metrics/reanalyzer1.jsonl"
+    assert batches_made(tmp_path / "run" / reanalyzer) > 0
 
 
 def last_row(path: Path) -> dict:
