@@ -44,7 +44,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def cluster_node(config_path: str) -> tuple | int | None:
     """Under torchrun: (torchrun world, node map) once cluster.toml's [cluster] fits the world, or exit code 2
     with one line on stderr if it does not (before anything starts); None in single-box mode."""
-    from speedy.cluster.bootstrap import torchrun_world
+    from speedy.cluster.bootstrap import place_node, this_host, torchrun_world
     from speedy.cluster.nodes import ClusterError, parse_cluster
     from speedy.config import ConfigError, read_run_file
 
@@ -56,6 +56,7 @@ def cluster_node(config_path: str) -> tuple | int | None:
         if table is None:
             raise ClusterError(f"{config_path} has no [cluster] table: a torchrun launch needs the node map")
         spec = parse_cluster(table, world.world_size, config_path)
+        world = place_node(world, spec.hosts, this_host())
         from speedy.roles.cluster_agent import check_supported
 
         check_supported(spec)

@@ -21,11 +21,12 @@ from speedy.cluster.nodes import ClusterError
 class TorchrunWorld:
     """The torchrun variables of this process."""
 
-    rank: int
+    rank: int  # this node's rank in the node map (cluster.toml); torchrun's unless nodes are mapped by host
     world_size: int
     master_addr: str
     master_port: int
     restart_count: int
+    rpc_rank: int = -1  # torchrun's rank (the RPC group's); -1: the same as `rank`
 
 
 def torchrun_world(env: dict[str, str] | None = None) -> TorchrunWorld | None:
@@ -49,6 +50,31 @@ def torchrun_world(env: dict[str, str] | None = None) -> TorchrunWorld | None:
         raise ClusterError(f"torchrun variable {missing} is not set") from None
 
 
+HOSTNAME_ENV = "SPEEDY_HOSTNAME"  # this node's name for cluster.toml's `host` keys (default: the machine's hostname)
+
+
+def this_host() -> str:
+    import socket
+
+    return os.environ.get(HOSTNAME_ENV) or socket.gethostname()
+
+
+def place_node(world: TorchrunWorld, hosts: dict[int, str], host: str) -> TorchrunWorld:
+    """This node's rank in the node map. Without `host` keys (`hosts` empty) it is torchrun's rank, as the static
+    rendezvous assigns it (`--node-rank`). With them (every node names its host: `hosts` = node-map rank → host)
+    it is the rank of the node whose host is `host`, whatever rank torchrun gave: the c10d rendezvous orders ranks
+    by (hostname, pid), not by the file. ClusterError if `host` is named by no node or by several."""
+    if not hosts:
+        return world
+    mine = [rank for rank, name in hosts.items() if name in (host, host.split(".", 1)[0])]
+    if len(mine) != 1:
+        raise ClusterError(f"this node's host {host!r} is named by {len(mine)} cluster.nodes tables "
+                           f"(hosts: {', '.join(sorted(set(hosts.values())))}): exactly one must name it "
+                           f"(set {HOSTNAME_ENV} to give a node another name)")
+    return TorchrunWorld(mine[0], world.world_size, world.master_addr, world.master_port, world.restart_count,
+                         rpc_rank=world.rank)
+
+
 def set_interface(interface: str) -> None:
     """Route TensorPipe (RPC) and gloo over `interface` (unset: they follow the hostname)."""
     if interface:
@@ -57,8 +83,10 @@ def set_interface(interface: str) -> None:
 
 
 def init_rpc(world: TorchrunWorld, timeout_s: float, threads: int = 8) -> None:
-    """Join the cluster's RPC group as `node<rank>` (rendezvous through torchrun's store: MASTER_ADDR/PORT, env://)."""
+    """Join the cluster's RPC group as `node<rank>` (its node-map rank; the group's own rank is torchrun's), with
+    the rendezvous through torchrun's store (MASTER_ADDR/PORT, env://)."""
     from torch.distributed import rpc
 
     options = rpc.TensorPipeRpcBackendOptions(num_worker_threads=threads, rpc_timeout=timeout_s)
-    rpc.init_rpc(f"node{world.rank}", rank=world.rank, world_size=world.world_size, rpc_backend_options=options)
+    rank = world.rank if world.rpc_rank < 0 else world.rpc_rank
+    rpc.init_rpc(f"node{world.rank}", rank=rank, world_size=world.world_size, rpc_backend_options=options)

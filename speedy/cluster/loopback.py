@@ -17,24 +17,33 @@ import psutil
 from speedy.cluster.ddp import LOOPBACK, free_port
 
 
-def torchrun_command(world: int, rank: int, port: int, script: Path, args: list[str]) -> list[str]:
-    """The launch line of node `rank` of a `world`-node loopback cluster whose rendezvous store listens on `port`."""
+def torchrun_command(world: int, rank: int, port: int, script: Path, args: list[str], c10d: bool = False) -> list[str]:
+    """The launch line of node `rank` of a `world`-node loopback cluster whose rendezvous store listens on `port`:
+    the static rendezvous (`--node-rank`), or with `c10d` the c10d one (ranks by its own order; launcher 0 hosts
+    the store)."""
+    if c10d:
+        rendezvous = ["--rdzv-backend=c10d", f"--rdzv-endpoint={LOOPBACK}:{port}", "--rdzv-id=speedy",
+                      f"--rdzv-conf=is_host={int(rank == 0)}"]
+    else:
+        rendezvous = ["--rdzv-backend=static", f"--master-addr={LOOPBACK}", f"--master-port={port}",
+                      f"--node-rank={rank}"]
     return [sys.executable, "-m", "torch.distributed.run", f"--nnodes={world}", "--nproc-per-node=1",
-            "--max-restarts=0", "--rdzv-backend=static", f"--master-addr={LOOPBACK}", f"--master-port={port}",
-            f"--node-rank={rank}", str(script), *args]
+            "--max-restarts=0", *rendezvous, str(script), *args]
 
 
 def start_loopback_cluster(world: int, script: Path, args: list[str], log_dir: Path, cwd: Path,
-                           env: dict[str, str] | None = None) -> list[subprocess.Popen]:
-    """Start `world` launchers of `script args` (each node's output appended to log_dir/node<rank>.log); returns
-    them in rank order. One thread per process (OMP_NUM_THREADS=1) unless `env` says otherwise."""
+                           env: dict[str, str] | None = None, c10d: bool = False,
+                           node_env: list[dict[str, str]] | None = None) -> list[subprocess.Popen]:
+    """Start `world` launchers of `script args` (launcher i's output appended to log_dir/node<i>.log); returns
+    them in launch order. One thread per process (OMP_NUM_THREADS=1) unless `env` says otherwise; `node_env[i]`:
+    launcher i's own variables (e.g. SPEEDY_HOSTNAME, to stand for another machine)."""
     port = free_port()
-    full_env = {**os.environ, "OMP_NUM_THREADS": "1", **(env or {})}
     nodes = []
-    for rank in range(world):
-        with (log_dir / f"node{rank}.log").open("a") as log:  # the child keeps its own copy of the descriptor
-            nodes.append(subprocess.Popen(torchrun_command(world, rank, port, script, args), env=full_env, cwd=cwd,
-                                          stdout=log, stderr=subprocess.STDOUT, start_new_session=True))
+    for i in range(world):
+        full_env = {**os.environ, "OMP_NUM_THREADS": "1", **(env or {}), **(node_env[i] if node_env else {})}
+        with (log_dir / f"node{i}.log").open("a") as log:  # the child keeps its own copy of the descriptor
+            nodes.append(subprocess.Popen(torchrun_command(world, i, port, script, args, c10d), env=full_env,
+                                          cwd=cwd, stdout=log, stderr=subprocess.STDOUT, start_new_session=True))
     return nodes
 
 

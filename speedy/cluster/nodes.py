@@ -78,6 +78,11 @@ class ClusterSpec:
         return self.by_rank[rank]
 
     @property
+    def hosts(self) -> dict[int, str]:
+        """Rank → host when nodes are mapped by hostname (every node names its `host`), else {}."""
+        return {n.rank: n.host for n in self.nodes} if all(n.host for n in self.nodes) else {}
+
+    @property
     def replay_node(self) -> NodeSpec:
         return next(n for n in self.nodes if n.hosts_replay)
 
@@ -166,6 +171,10 @@ def parse_cluster(table: dict[str, Any], world_size: int, source: str = "cluster
     if len(entries) != world_size:
         raise ClusterError(f"{source}: cluster.nodes describes {len(entries)} nodes (counts included) but torchrun "
                            f"started {world_size} (--nnodes); make them equal")
+    named = [bool(e.get("host")) for e in entries]
+    if any(named) and not all(named):
+        raise ClusterError(f"{source}: {sum(named)} of {len(entries)} nodes name a host: name every node's host "
+                           f"(nodes mapped by hostname, e.g. under the c10d rendezvous) or none (by rank)")
     ranks = _ranks(entries, world_size)
     nodes = tuple(sorted((_node(e, r) for e, r in zip(entries, ranks, strict=True)), key=lambda n: n.rank))
     _check_roles(nodes, source)

@@ -63,7 +63,8 @@ reanalyzers = 1
 
 
 def start_cluster(tmp_path: Path, world: int, train_steps: int, trainers: int = 1, extra: tuple[str, ...] = (),
-                  resume: bool = False, layout: str | None = None) -> list[subprocess.Popen]:
+                  resume: bool = False, layout: str | None = None, c10d: bool = False,
+                  node_env: list[dict[str, str]] | None = None) -> list[subprocess.Popen]:
     """`world` torchrun launchers on loopback (node 0 combined, the others reanalysis nodes; or `layout`'s
     cluster.toml text), each logging to tmp_path/node<rank>.log (appended to: a resumed cluster's lines follow the
     first one's)."""
@@ -76,7 +77,8 @@ def start_cluster(tmp_path: Path, world: int, train_steps: int, trainers: int = 
             args += ["--set", item]
     for item in extra:
         args += ["--set", item]
-    return start_loopback_cluster(world, REPO / "run.py", args, tmp_path, tmp_path, {"PYTHONPATH": str(REPO)})
+    return start_loopback_cluster(world, REPO / "run.py", args, tmp_path, tmp_path, {"PYTHONPATH": str(REPO)},
+                                  c10d=c10d, node_env=node_env)
 
 
 def log_of(tmp_path: Path, rank: int) -> str:
@@ -272,3 +274,28 @@ def test_losing_the_data_node_stops_the_run_with_a_final_checkpoint(tmp_path):
     assert "[agent] lost node1" in head and "the run stops" in head and "lost nodes: ['node1']" in head, head[-3000:]
     saved = torch.load(tmp_path / "run" / "checkpoint.pt", weights_only=True)  # the final one: no periodic ones
     assert saved["train_steps"] > 10
+
+
+@pytest.mark.timeout(400)
+def test_under_the_c10d_rendezvous_nodes_take_their_roles_by_hostname(tmp_path):
+    """`--rdzv-backend=c10d` ranks nodes in its own order, so cluster.toml names each node's host. Three launchers
+    stand for three machines (SPEEDY_HOSTNAME), started in an order unlike the file's: each runs the roles of the
+    node that names its host."""
+    layout = SPLIT.replace('kind = "trainer"\ntrainers = 2', 'kind = "trainer"\nhost = "trainer-host"')
+    layout = layout.replace('kind = "data"\n', 'kind = "data"\nhost = "data-host"\n')
+    layout = layout.replace('kind = "reanalysis"\n', 'kind = "reanalysis"\nhost = "rean-host"\n')
+    hosts = ["rean-host", "data-host", "trainer-host"]
+    nodes = start_cluster(tmp_path, 3, 40, layout=layout, c10d=True,
+                          node_env=[{"SPEEDY_HOSTNAME": host} for host in hosts])
+    try:
+        for node in nodes:
+            node.wait(timeout=360)
+    finally:
+        stop_cluster(nodes)
+        cleanup_stale()
+    logs = {host: log_of(tmp_path, i) for i, host in enumerate(hosts)}  # launcher i logs to node<i>.log
+    assert [n.returncode for n in nodes] == [0, 0, 0], "\n=====\n".join(v[-2000:] for v in logs.values())
+    assert "[node0] 40 training steps; lost nodes: none" in logs["trainer-host"]
+    assert "[node1] data node: replay, actor0" in logs["data-host"]
+    assert "[node2] reanalysis node: reanalyzer0" in logs["rean-host"]
+    assert json.loads((tmp_path / "run" / "summary.json").read_text())["train_steps"] == 40

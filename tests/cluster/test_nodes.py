@@ -115,3 +115,20 @@ def test_a_combined_node_may_leave_all_reanalysis_to_the_reanalysis_nodes():
         parse_cluster({"nodes": [{"kind": "combined", "actors": 1, "reanalyzers": -1}]}, 1)
     with pytest.raises(ClusterError, match=r"cluster.nodes\[1\].reanalyzers = -1: expected an integer >= 0"):
         parse_cluster({"nodes": [{"kind": "combined", "actors": 1}, {"kind": "reanalysis", "reanalyzers": -1}]}, 2)
+
+
+def test_nodes_are_placed_by_host_when_every_node_names_one():
+    from speedy.cluster.bootstrap import TorchrunWorld, place_node
+
+    table = {"nodes": [{"kind": "trainer", "host": "gpu-a"}, {"kind": "data", "actors": 1, "host": "cpu-b"},
+                       {"kind": "reanalysis", "reanalyzers": 1, "host": "cpu-c.example.org"}]}
+    spec = parse_cluster(table, 3)
+    assert spec.hosts == {0: "gpu-a", 1: "cpu-b", 2: "cpu-c.example.org"}
+    world = TorchrunWorld(rank=0, world_size=3, master_addr="x", master_port=1, restart_count=0)
+    placed = place_node(world, spec.hosts, "cpu-b.example.org")  # the c10d rendezvous made it torchrun rank 0
+    assert (placed.rank, placed.rpc_rank) == (1, 0)
+    assert place_node(world, {}, "anything") == world  # no hosts: torchrun's (static) rank
+    with pytest.raises(ClusterError, match="host 'gpu-z' is named by 0 cluster.nodes tables"):
+        place_node(world, spec.hosts, "gpu-z")
+    with pytest.raises(ClusterError, match="1 of 2 nodes name a host"):
+        parse_cluster({"nodes": [{"kind": "combined", "actors": 1, "host": "a"}, {"kind": "reanalysis"}]}, 2)
