@@ -163,7 +163,7 @@ class NodeLink:
         self._plan: RolePlan | None = None
         self._told = threading.Event()  # node 0's board carried the stop control
         self._stop = threading.Event()
-        self._puller: threading.Thread | None = None
+        self._pullers: list[threading.Thread] = []
 
     # ---- what this node runs
     def plan(self, plan: RolePlan) -> RolePlan:
@@ -204,9 +204,11 @@ class NodeLink:
             self.forwarders.append(bridge.Forwarder(reader, f"node{dest}", channel, self.spec.rpc_timeout_s,
                                                     batch=4, on_lost=self._lost, follow_restarts=True).start())
         self.versions = {name: -1 for name in slots}
-        self._puller = threading.Thread(target=self._pull_loop, args=(slots, stores, board), daemon=True,
-                                        name="pull-replicas")
-        self._puller.start()
+        self._pullers = [threading.Thread(target=self._pull_loop, args=(peer, pulls), daemon=True,
+                                          name=f"pull-from-{peer}")
+                         for peer, pulls in self._pulls(slots, stores, board).items()]
+        for puller in self._pullers:
+            puller.start()
 
     def stop(self) -> None:
         """Stop forwarding and pulling; node 0 then tells every node still there to stop (in that order: a stopped
@@ -217,8 +219,8 @@ class NodeLink:
         self._stop.set()
         for forwarder in self.forwarders:
             forwarder.stop(2.0)
-        if self._puller is not None:
-            self._puller.join(5.0)
+        for puller in self._pullers:
+            puller.join(5.0)
         if self.rank == 0:  # the data node first: it feeds the others, which it would see go as losses
             data = self.placement.data
             for rank in sorted(self.placement.ranks[1:], key=lambda r: r != data):
@@ -247,35 +249,36 @@ class NodeLink:
                      flush=True)
 
     # ---- replicas
-    def _pull_loop(self, slots: dict[str, WeightSlot], stores: list[FrameStore], board: Board) -> None:
+    def _pull_loop(self, peer: str, pulls: list[Any]) -> None:
+        """Run `pulls` (calls to `peer`) every PULL_S until the link stops or the peer is lost. One thread per peer:
+        a hung peer holds up only its own replicas (until the deadline), not the others'."""
         started = time.monotonic()
-        while not self._stop.is_set() and self.fatal is None:
-            for peer, pull in self._pulls(slots, stores, board):
-                if peer in self.lost:
-                    continue
+        while not self._stop.is_set() and self.fatal is None and peer not in self.lost:
+            for pull in pulls:
                 try:
                     pull()
                 except bridge.ServiceNotReadyError as err:  # the peer is still starting: wait, within the deadline
                     if time.monotonic() - started > self.spec.rpc_timeout_s:
                         self._lost(peer, err)
+                        return
                 except Exception as err:  # noqa: BLE001 - the peer is gone or hung past the deadline
                     self._lost(peer, err)
+                    return
             self._stop.wait(PULL_S)
 
-    def _pulls(self, slots: dict[str, WeightSlot], stores: list[FrameStore], board: Board) -> list[tuple[str, Any]]:
-        """(peer, pull) for every replica this node keeps: frames from the data node, weights and the board from
-        node 0; on node 0, each other node's own rows."""
+    def _pulls(self, slots: dict[str, WeightSlot], stores: list[FrameStore], board: Board) -> dict[str, list[Any]]:
+        """Peer → the pulls of the replicas this node keeps from it: frames from the data node, weights and the
+        board from node 0; on node 0, each other node's own rows."""
         data = f"node{self.placement.data}"
-        pulls: list[tuple[str, Any]] = []
+        pulls: dict[str, list[Any]] = {}
         if not self.hosts_replay:
-            pulls.append((data, lambda: self._pull_frames(data, stores)))
+            pulls.setdefault(data, []).append(lambda: self._pull_frames(data, stores))
         if self.rank != 0:
-            pulls.append((HEAD, lambda: self._pull_weights(slots)))
-            pulls.append((HEAD, lambda: self._pull_board(board)))
+            pulls.setdefault(HEAD, []).extend([lambda: self._pull_weights(slots), lambda: self._pull_board(board)])
         else:
             for rank in self.placement.ranks[1:]:
                 rows = _row_indices(board, self.placement.rows_on(rank, self._plan))
-                pulls.append((f"node{rank}", lambda r=rank, rows=rows: self._pull_rows(r, rows, board)))
+                pulls.setdefault(f"node{rank}", []).append(lambda r=rank, rows=rows: self._pull_rows(r, rows, board))
         return pulls
 
     def _pull_frames(self, peer: str, stores: list[FrameStore]) -> None:
