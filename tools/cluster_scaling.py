@@ -29,7 +29,7 @@ from hostinfo import host_info, host_line  # tools/hostinfo.py, this script's fo
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from speedy.cluster.loopback import start_loopback_cluster, stop_cluster  # noqa: E402
+from speedy.cluster.loopback import run_cluster, start_loopback_cluster  # noqa: E402
 from speedy.profile import analyze  # noqa: E402
 from speedy.shm import cleanup_stale  # noqa: E402
 
@@ -84,12 +84,9 @@ def measure(nodes: int, cost_s: float, train_steps: int, work: Path, timeout_s: 
     started = time.monotonic()
     cluster = start_loopback_cluster(1 + nodes, REPO / "run.py", args, run_dir, run_dir, {"PYTHONPATH": str(REPO)})
     try:
-        for node in cluster:
-            node.wait(timeout=max(1.0, timeout_s - (time.monotonic() - started)))
+        codes = run_cluster(cluster, timeout_s)
     finally:
-        stop_cluster(cluster)
         cleanup_stale()
-    codes = [node.returncode for node in cluster]
     if codes != [0] * len(cluster):
         tail = (run_dir / "node0.log").read_text(errors="replace")[-2000:]
         raise RuntimeError(f"{1 + nodes}-node cluster exited with codes {codes}; node 0's log ends:\n{tail}")

@@ -10,6 +10,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import psutil
@@ -71,3 +72,17 @@ def stop_cluster(nodes: list[subprocess.Popen]) -> None:
         if node.poll() is None:
             kill_node(node)
         node.wait()
+
+
+def run_cluster(nodes: list[subprocess.Popen], timeout_s: float) -> list[int]:
+    """Wait up to `timeout_s` in all for every node to exit, kill what is left (`stop_cluster`); their exit codes
+    (negative: killed by that signal)."""
+    deadline = time.monotonic() + timeout_s
+    try:
+        for node in nodes:
+            node.wait(timeout=max(0.1, deadline - time.monotonic()))
+    except subprocess.TimeoutExpired:
+        pass
+    finally:
+        stop_cluster(nodes)
+    return [node.returncode for node in nodes]

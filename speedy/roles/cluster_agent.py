@@ -274,7 +274,13 @@ class NodeLink:
         if not self.hosts_replay:
             pulls.setdefault(data, []).append(lambda: self._pull_frames(data, stores))
         if self.rank != 0:
-            pulls.setdefault(HEAD, []).extend([lambda: self._pull_weights(slots), lambda: self._pull_board(board)])
+            own = set(_row_indices(board, self.placement.rows_on(self.rank, self._plan)))
+            rows = [i for i, name in enumerate(board.row_names) if i not in own and name != "agent"]
+            # all of node 0's controls but, on a separate data node, the replay snapshot serial: its own agent
+            # asks its replay for snapshots
+            controls = [i for i, name in enumerate(CONTROLS) if not (name == "snapshot" and self.hosts_replay)]
+            pulls.setdefault(HEAD, []).extend([lambda: self._pull_weights(slots),
+                                               lambda: self._pull_board(board, rows, controls)])
         else:
             for rank in self.placement.ranks[1:]:
                 rows = _row_indices(board, self.placement.rows_on(rank, self._plan))
@@ -299,24 +305,17 @@ class NodeLink:
                 self.versions[name] = version
                 self.pulled["weights"] += flat.numel()
 
-    def _pull_board(self, board: Board) -> None:
-        """Node 0's controls and every row but this node's own."""
+    def _pull_board(self, board: Board, rows: list[int], controls: list[int]) -> None:
+        """Node 0's board into this node's: the `rows` (every row but this node's own and its agent's) and the
+        `controls` it mirrors (see `_pulls`)."""
         flat = bridge.call(HEAD, "board", timeout_s=self.spec.rpc_timeout_s).numpy()
         self.pulled["board"] += flat.nbytes
-        controls, rows = flat[:len(CONTROLS)], flat[len(CONTROLS):].reshape(board.rows.shape)
-        own = set(_row_indices(board, self.placement.rows_on(self.rank, self._plan)))
-        others = [i for i in range(len(board.row_names)) if i not in own and board.row_names[i] != "agent"]
-        board.rows[others] = rows[others]
-        board.controls[self._mirrored_controls] = controls[self._mirrored_controls]
+        theirs = flat[len(CONTROLS):].reshape(board.rows.shape)
+        board.rows[rows] = theirs[rows]
+        board.controls[controls] = flat[:len(CONTROLS)][controls]
         self.train_steps = int(board.get("trainer", "train_steps"))
         if board.stopping:
             self._told.set()
-
-    @property
-    def _mirrored_controls(self) -> list[int]:
-        """Node 0's controls this node copies: all but, on a separate data node, the replay snapshot serial (its
-        own agent asks its replay for snapshots)."""
-        return [i for i, name in enumerate(CONTROLS) if not (name == "snapshot" and self.hosts_replay)]
 
     def resume_counters(self) -> tuple[int, int]:
         """(train steps, env steps) of the checkpoint node 0 resumed from, once it has loaded it ((-1, -1): node 0
@@ -386,7 +385,7 @@ def resume_data_node(config: Config, run_dir: Path, link: NodeLink, plan: RolePl
     """--resume on a separate data node: node 0's checkpoint counters and this node's replay snapshot and frames
     (None: node 0 is not resuming). ClusterError if the snapshot's actors differ from the cluster file's."""
     from speedy.components import block_layout, frame_store_capacity, task_spec
-    from speedy.roles.resume import ResumeState, load_replay_frames
+    from speedy.roles.resume import load_replay_frames
 
     train_steps, env_steps = link.resume_counters()
     if train_steps < 0:

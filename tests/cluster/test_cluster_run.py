@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from speedy.cluster.loopback import kill_node, signal_node, start_loopback_cluster, stop_cluster
+from speedy.cluster.loopback import kill_node, run_cluster, signal_node, start_loopback_cluster, stop_cluster
 from speedy.metrics import read_metrics
 from speedy.profile import analyze
 from speedy.shm import cleanup_stale
@@ -100,14 +100,10 @@ def batches_made(path: Path) -> int:
 @pytest.mark.timeout(400)
 def test_reanalysis_node_feeds_two_ddp_trainers_and_everything_stops_at_the_end(tmp_path):
     nodes = start_cluster(tmp_path, 2, 60, trainers=2)
-    try:
-        for node in nodes:
-            node.wait(timeout=360)
-    finally:
-        stop_cluster(nodes)
-        cleanup_stale()
+    codes = run_cluster(nodes, 360)
+    cleanup_stale()
     outputs = [log_of(tmp_path, rank) for rank in range(2)]
-    assert [n.returncode for n in nodes] == [0, 0], "\n=====\n".join(o[-3000:] for o in outputs)
+    assert codes == [0, 0], "\n=====\n".join(o[-3000:] for o in outputs)
     summary = json.loads((tmp_path / "run" / "summary.json").read_text())
     assert summary["train_steps"] == 60
     assert batches_made(tmp_path / "run" / "node1" / "metrics" / "reanalyzer1.jsonl") > 0
@@ -193,14 +189,10 @@ def test_sigterm_then_resume_a_cluster_run(tmp_path, layout):
     assert steps > 12 and positions > 0 and (replay_dir / "frames.npz").exists()
     more = steps + 6
     nodes = start_cluster(tmp_path, world, more, extra=("eval.episodes=1",), resume=True, layout=text)
-    try:
-        for node in nodes:
-            node.wait(timeout=300)
-    finally:
-        stop_cluster(nodes)
-        cleanup_stale()
+    codes = run_cluster(nodes, 300)
+    cleanup_stale()
     head, data = log_of(tmp_path, 0), log_of(tmp_path, 1 if split else 0)
-    assert [n.returncode for n in nodes] == [0] * world, head[-3000:]
+    assert codes == [0] * world, head[-3000:]
     where = "the replay buffer is the data node's" if split else "with the replay buffer"
     assert f"resuming at train step {steps}, env step {env_steps} ({where})" in head, head[-3000:]
     if split:
@@ -224,15 +216,11 @@ def test_trainer_data_and_reanalysis_nodes_train_together_and_stop_clean(tmp_pat
     from node 2 to node 0; frames from node 1 to both others; weights from node 0 to both."""
     before = speedy_segments()
     nodes = start_cluster(tmp_path, 3, 60, layout=SPLIT)
-    try:
-        for node in nodes:
-            node.wait(timeout=360)
-    finally:
-        stop_cluster(nodes)
-        left = speedy_segments() - before
-        cleanup_stale()
+    codes = run_cluster(nodes, 360)
+    left = speedy_segments() - before
+    cleanup_stale()
     outputs = [log_of(tmp_path, rank) for rank in range(3)]
-    assert [n.returncode for n in nodes] == [0, 0, 0], "\n=====\n".join(o[-3000:] for o in outputs)
+    assert codes == [0, 0, 0], "\n=====\n".join(o[-3000:] for o in outputs)
     assert not left, left
     run = tmp_path / "run"
     assert json.loads((run / "summary.json").read_text())["train_steps"] == 60
@@ -287,14 +275,10 @@ def test_under_the_c10d_rendezvous_nodes_take_their_roles_by_hostname(tmp_path):
     hosts = ["rean-host", "data-host", "trainer-host"]
     nodes = start_cluster(tmp_path, 3, 40, layout=layout, c10d=True,
                           node_env=[{"SPEEDY_HOSTNAME": host} for host in hosts])
-    try:
-        for node in nodes:
-            node.wait(timeout=360)
-    finally:
-        stop_cluster(nodes)
-        cleanup_stale()
+    codes = run_cluster(nodes, 360)
+    cleanup_stale()
     logs = {host: log_of(tmp_path, i) for i, host in enumerate(hosts)}  # launcher i logs to node<i>.log
-    assert [n.returncode for n in nodes] == [0, 0, 0], "\n=====\n".join(v[-2000:] for v in logs.values())
+    assert codes == [0, 0, 0], "\n=====\n".join(v[-2000:] for v in logs.values())
     assert "[node0] 40 training steps; lost nodes: none" in logs["trainer-host"]
     assert "[node1] data node: replay, actor0" in logs["data-host"]
     assert "[node2] reanalysis node: reanalyzer0" in logs["rean-host"]
