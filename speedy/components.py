@@ -74,6 +74,7 @@ def network_spec(config: Config, spec: EnvSpec) -> NetworkSpec:
         mlp_hidden=tuple(m.mlp_hidden),
         downsample=m.downsample == "efficientzero" or (m.downsample == "auto" and not small),
         input_norm=m.input_norm,
+        one_hot_actions=m.action_encoding == "one_hot",
     )
 
 

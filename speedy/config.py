@@ -21,6 +21,7 @@ from typing import Any
 PRESET_DIR = Path(__file__).parent / "presets"
 AUGMENTATION_SETTINGS = ("auto", "none", "shift", "intensity", "shift+intensity")
 DOWNSAMPLE_SETTINGS = ("auto", "efficientzero", "none")
+ACTION_ENCODINGS = ("plane", "one_hot")
 
 
 class ConfigError(ValueError):
@@ -71,6 +72,10 @@ class ModelConfig:
     # (LayerNorm(c·h) = LayerNorm(h)), and for CartPole how far the cart is from the centre *is* the magnitude;
     # false (the cartpole preset) feeds ReLU(W·obs + b) on unnormalised.
     input_norm: bool = True
+    # Image tasks: how the dynamics network sees the action. "plane" = EfficientZero's one constant plane a / A;
+    # "one_hot" = A planes, 1 on the action's. With a scalar plane the conv must decode a non-monotonic map
+    # (NOOP 0, LEFT 1/4, RIGHT 2/4, FIRE 3/4 in SpaceInvaders) before it can move anything: a small network did not.
+    action_encoding: str = "plane"
 
     def validate(self) -> None:
         _check(self.support_size >= 1, "model.support_size", self.support_size, ">= 1")
@@ -81,6 +86,8 @@ class ModelConfig:
         _check(self.norm in ("batch", "layer"), "model.norm", self.norm, "'batch' or 'layer'")
         _check(self.downsample in DOWNSAMPLE_SETTINGS, "model.downsample", self.downsample,
                f"one of {', '.join(repr(d) for d in DOWNSAMPLE_SETTINGS)}")
+        _check(self.action_encoding in ACTION_ENCODINGS, "model.action_encoding", self.action_encoding,
+               f"one of {', '.join(repr(e) for e in ACTION_ENCODINGS)}")
 
 
 @dataclass

@@ -42,6 +42,7 @@ class NetworkSpec:
     mlp_hidden: tuple[int, ...] = (128,)  # vector observations only
     downsample: bool = True  # images only: EfficientZero's 16× stem (True) or a stride-1 conv keeping H × W
     input_norm: bool = True  # vectors only: norm after the representation MLP's first linear layer
+    one_hot_actions: bool = False  # images only: the action as A one-hot planes (True) or one plane a / A
 
     @property
     def is_image(self) -> bool:
@@ -139,7 +140,9 @@ class ConvBody(nn.Module):
         else:
             self.stem = nn.Sequential(nn.Conv2d(in_channels, c, 3, 1, 1, bias=False), nn.BatchNorm2d(c), nn.ReLU())
         self.representation_block = ResidualBlock(c, c)
-        self.dynamics_conv = nn.Conv2d(c + 1, c, 3, 1, 1, bias=False)
+        self.one_hot_actions = spec.one_hot_actions
+        action_planes = spec.num_actions if spec.one_hot_actions else 1
+        self.dynamics_conv = nn.Conv2d(c + action_planes, c, 3, 1, 1, bias=False)
         self.dynamics_bn = nn.BatchNorm2d(c)
         self.dynamics_block = ResidualBlock(c, c)
         self.prediction_block = ResidualBlock(c, c)
@@ -158,8 +161,12 @@ class ConvBody(nn.Module):
         return self.representation_block(self.stem(obs.float() / 255.0))
 
     def dynamics(self, latent: torch.Tensor, action: torch.Tensor) -> torch.Tensor:
-        plane = (action.float() / self.num_actions).view(-1, 1, 1, 1).expand(-1, 1, *latent.shape[2:])
-        x = self.dynamics_bn(self.dynamics_conv(torch.cat([latent, plane], dim=1)))
+        if self.one_hot_actions:  # (B, A, h, w): plane a is 1 where the action is a
+            code = F.one_hot(action.long(), self.num_actions).to(latent.dtype)
+        else:  # (B, 1, h, w): EfficientZero's a / A
+            code = (action.to(latent.dtype) / self.num_actions).view(-1, 1)
+        planes = code.view(*code.shape, 1, 1).expand(-1, -1, *latent.shape[2:])
+        x = self.dynamics_bn(self.dynamics_conv(torch.cat([latent, planes], dim=1)))
         return self.dynamics_block(F.relu(x + latent))
 
     def prediction_features(self, latent: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

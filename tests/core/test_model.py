@@ -99,3 +99,32 @@ def test_layer_norm_on_the_input_layer_loses_the_observation_magnitude(input_nor
     with torch.no_grad():
         near, far = net.initial_inference(obs).latent, net.initial_inference(3 * obs).latent
     assert torch.allclose(near, far, atol=1e-5) == input_norm
+
+
+@pytest.mark.parametrize("one_hot", [False, True])
+def test_conv_dynamics_sees_the_action_as_planes(one_hot):
+    """The dynamics conv gets the latent and the action: one plane a / A (EfficientZero) or A one-hot planes."""
+    spec = NetworkSpec((4, 10, 10), 4, support_size=5, channels=8, reduced_channels=2, lstm_hidden=8,
+                       head_hidden=(8,), proj_hidden=8, proj_out=8, pred_hidden=8, downsample=False,
+                       one_hot_actions=one_hot)
+    net = EfficientZeroNet(spec).eval()
+    seen = {}
+
+    def keep_input(module: torch.nn.Module, args: tuple, out: torch.Tensor) -> None:
+        seen["x"] = args[0]
+
+    net.body.dynamics_conv.register_forward_hook(keep_input)
+    latent = torch.rand(3, 8, 10, 10)
+    net.body.dynamics(latent, torch.tensor([0, 2, 3]))
+    x = seen["x"]
+    assert torch.equal(x[:, :8], latent)
+    if one_hot:
+        assert x.shape == (3, 12, 10, 10)
+        for b, a in enumerate([0, 2, 3]):
+            expected = torch.zeros(4, 10, 10)
+            expected[a] = 1.0
+            assert torch.equal(x[b, 8:], expected)
+    else:
+        assert x.shape == (3, 9, 10, 10)
+        assert torch.equal(x[:, 8, 0, 0], torch.tensor([0.0, 0.5, 0.75]))
+        assert torch.equal(x[:, 8].amin((1, 2)), x[:, 8].amax((1, 2)))  # constant over the plane

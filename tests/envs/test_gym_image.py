@@ -15,7 +15,7 @@ from gymnasium import spaces
 
 from speedy.augment import build_augmentation
 from speedy.components import build_model, env_options, network_spec, task_spec
-from speedy.config import build_config
+from speedy.config import ConfigError, build_config
 from speedy.envs import env_spec, make_vector_env, minatar_env
 from speedy.envs.gym_env import check_gym_spaces, frame_encoder
 from speedy.envs.ids import resolve_env_id
@@ -128,6 +128,20 @@ def test_network_sized_from_the_image_without_downsampling():
     assert build_model(stem, task_spec(stem), torch.device("cpu")).latent_shape == (8, 1, 1)
     atari = build_config("atari100k")
     assert network_spec(atari, task_spec(atari)).downsample  # "auto" keeps EfficientZero's stem on 96×96
+    assert not network_spec(atari, task_spec(atari)).one_hot_actions  # EfficientZero's a / A plane by default
+
+
+def test_one_hot_action_planes_from_the_config():
+    config = build_config("cartpole", overrides=[f"env.id=gym:{CATCH_ID}", "model.action_encoding=one_hot",
+                                                 *TINY_MODEL])
+    spec = task_spec(config)
+    assert network_spec(config, spec).one_hot_actions
+    model = build_model(config, spec, torch.device("cpu")).eval()
+    assert model.body.dynamics_conv.in_channels == 8 + 3  # latent channels + one plane per action
+    out = model.initial_inference(torch.zeros(2, 16, 10, 10, dtype=torch.uint8))
+    assert model.recurrent_inference(out.latent, out.lstm_state, torch.tensor([0, 2])).latent.shape == (2, 8, 10, 10)
+    with pytest.raises(ConfigError, match="model.action_encoding.*'plane', 'one_hot'"):
+        build_config("cartpole", overrides=["model.action_encoding=onehot"])
 
 
 def test_small_images_are_not_shifted_by_default():
