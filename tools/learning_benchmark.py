@@ -169,6 +169,14 @@ def run_all(args: argparse.Namespace, seeds: list[int], threshold: float, run_ro
         pool.shutdown(wait=True)
 
 
+def curve_labels(rows: Sequence[SeedRow]) -> list[str]:
+    """"seed N" per curve; where a seed appears more than once (runs of several settings tabulated together with
+    --from-runs), "seed N (<parent folder>)", the folder being the run root that names the setting."""
+    seeds = [row.seed for row in rows]
+    return [f"seed {row.seed}" + (f" ({Path(row.run_dir).parent.name})" if seeds.count(row.seed) > 1 and row.run_dir
+                                  else "") for row in rows]
+
+
 def plot(rows: Sequence[SeedRow], threshold: float, title: str, path: Path) -> Path:
     """Two panels: every seed's evaluation curve against env steps and against minutes, the threshold dashed."""
     import matplotlib
@@ -177,10 +185,11 @@ def plot(rows: Sequence[SeedRow], threshold: float, title: str, path: Path) -> P
     import matplotlib.pyplot as plt
 
     fig, axes = plt.subplots(1, 2, figsize=(11, 4))
+    names = curve_labels(rows)
     for ax, x, label in zip(axes, ("env_steps", "minutes"), ("env steps", "wall-clock minutes"), strict=True):
-        for row in rows:
+        for row, name in zip(rows, names, strict=True):
             ax.plot([getattr(p, x) for p in row.curve], [p.mean_return for p in row.curve], marker="o", ms=2,
-                    lw=1, label=f"seed {row.seed}")
+                    lw=1, label=name)
         ax.axhline(threshold, ls="--", c="k", lw=0.8, label=f"threshold {threshold:g}")
         ax.set_xlabel(label)
         ax.set_ylabel("mean eval return")

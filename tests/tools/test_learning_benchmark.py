@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from speedy.config import build_config
+from speedy.learning_report import seed_row
 from speedy.roles.launch import plan_roles
 from tests.tools.conftest import REPO, load_tool
 
@@ -27,6 +28,15 @@ def test_core_sets():
     assert lb.core_sets(range(7), 3, inline=False) == [[0, 1], [2, 3], [4, 5]]
     with pytest.raises(ValueError, match="3 jobs need at least 3 cores"):
         lb.core_sets([0, 1], 3, inline=True)
+
+
+def test_curves_of_a_repeated_seed_are_told_apart_by_their_run_root():
+    def row(seed: int, run_dir: str):
+        return seed_row([], 8.0, seed=seed, mode="inline", env_steps=0, train_steps=0, minutes=0.0, run_dir=run_dir)
+
+    assert lb.curve_labels([row(0, "runs/a/x-s0"), row(1, "runs/a/x-s1")]) == ["seed 0", "seed 1"]
+    assert lb.curve_labels([row(0, "runs/plane/x-s0"), row(0, "runs/one-hot/x-s0"), row(1, "runs/b/x-s1")]) == [
+        "seed 0 (plane)", "seed 0 (one-hot)", "seed 1"]
 
 
 def test_pin_narrows_the_plan():
