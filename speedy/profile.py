@@ -5,7 +5,8 @@ processes join the profile as `node<k>/<role>` and count in their role kind (rin
 
 One implementation for `tools/profile_pipeline.py` (offline and live) and the node agent's end-of-run table.
 Inputs: `metrics/<process>.jsonl` (cumulative board rows written every `run.log_interval_s`; stage fields are
-seconds, see speedy/stages.py), `metrics/agent.jsonl` (ring fill per interval) and `config.json`.
+seconds, see speedy/stages.py), `metrics/agent.jsonl` (ring fill and, where a GPU exists, its utilization per
+interval; a cluster node's GPUs come in its `link.jsonl`) and `config.json`.
 Window bounds are seconds since the run's first record; shares are fractions of a process's wall time (0–1).
 """
 
@@ -116,6 +117,20 @@ class LinkProfile:
 
 
 @dataclass
+class DeviceProfile:
+    """One GPU of one node over the window, from the node's device samples (speedy/device_monitor.py)."""
+
+    node: str  # "node0" (this box, or a cluster's node 0), "node1", ...
+    device: str  # "gpu<index>", nvidia-smi's index
+    name: str
+    busy_mean: float | None  # fraction of the time a kernel ran (0–1); None: the driver did not report it
+    busy_max: float | None  # the busiest reporting interval's mean
+    memory_used_gib: float  # the most seen
+    memory_total_gib: float
+    timeline: list[tuple[float, float]]  # (seconds since start, mean busy over the interval)
+
+
+@dataclass
 class PipelineProfile:
     run_dir: str
     window: tuple[float, float]  # seconds since the run's first record
@@ -129,6 +144,7 @@ class PipelineProfile:
     interference: list[Interference]  # kinds whose work slows training by ≥ 20 %, worst first
     diagnosis: Diagnosis
     links: list[LinkProfile] = field(default_factory=list)  # a cluster's node links (empty on one box)
+    devices: list[DeviceProfile] = field(default_factory=list)  # GPUs of every node (empty without one)
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -323,6 +339,53 @@ def ring_profiles(agent_rows: Sequence[dict[str, Any]], t0: float, start: float,
                         [(t, m) for t, m, _ in pts]) for name, pts in sorted(series.items())]
 
 
+def device_profiles(records: dict[str, list[dict[str, Any]]], t0: float, start: float,
+                    end: float) -> list[DeviceProfile]:
+    """Every node's GPUs inside [start, end] (unix s): node 0's from its agent records, another node's from its link
+    records (both carry "devices": {gpu: interval summary}, see speedy/device_monitor.py)."""
+    sources = [("node0", records.get("agent", []))]
+    sources += [(name.split("/", 1)[0], rows) for name, rows in sorted(records.items())
+                if name.endswith("/" + LINK)]
+    out = []
+    for node, rows in sources:
+        series: dict[str, list[dict[str, Any]]] = {}
+        for row in rows:
+            if start < row["time"] <= end:  # a row sums up the interval that ends at its time
+                for gpu, summary in row.get("devices", {}).items():
+                    series.setdefault(gpu, []).append({"t": row["time"] - t0, **summary})
+        for gpu, points in sorted(series.items(), key=lambda kv: int(re.sub(r"\D", "", kv[0]) or 0)):
+            weighted = [(p["busy_mean"], p["samples"]) for p in points if p.get("busy_mean") is not None]
+            samples = sum(n for _, n in weighted)
+            out.append(DeviceProfile(
+                node=node, device=gpu, name=points[-1]["name"],
+                busy_mean=sum(b * n for b, n in weighted) / samples if samples else None,
+                busy_max=max((b for b, _ in weighted), default=None),
+                memory_used_gib=max(p["memory_used_gib"] for p in points),
+                memory_total_gib=points[-1]["memory_total_gib"],
+                timeline=[(p["t"], p["busy_mean"]) for p in points if p.get("busy_mean") is not None]))
+    return out
+
+
+def _device_note(diagnosis: Diagnosis, config: dict[str, Any], devices: Sequence[DeviceProfile]) -> str:
+    """For a bottleneck in training or inference on node 0's GPU: how busy that GPU was, and what it means."""
+    if diagnosis.stage not in ("busy_train", "busy_inference"):
+        return ""
+    wanted = str(config.get("train", {}).get("device", "auto"))
+    if wanted == "cpu":
+        return ""
+    local = [d for d in devices if d.node == "node0" and d.busy_mean is not None]
+    if wanted.startswith("cuda:"):
+        position = int(wanted.split(":", 1)[1])  # the CUDA position among the visible GPUs, which `local` lists
+        local = local[position:position + 1]
+    if not local:
+        return ""
+    gpu = local[0]
+    if gpu.busy_mean >= BUSY:
+        return f"; {gpu.device} ({gpu.name}) runs kernels {_pct(gpu.busy_mean)} of the time: the GPU is the limit"
+    return (f"; {gpu.device} ({gpu.name}) runs kernels only {_pct(gpu.busy_mean)} of the time: the work is bound by "
+            f"the CPU side (Python, kernel launches, copies), not by the GPU")
+
+
 def _interval_work(by_time: dict[float, dict[str, Any]], lo: float, hi: float) -> float | None:
     """Work share of one process between its readings at unix times lo and hi (None: no readings there)."""
     a, b = by_time.get(lo), by_time.get(hi)
@@ -401,6 +464,8 @@ def analyze(run_dir: str | Path, window: tuple[float | None, float | None] = (No
     if diagnosis.stage not in WAIT_STAGES:
         note = _contention_note([p for p in processes if p.kind == diagnosis.bottleneck], cores, loads)
     diagnosis.evidence += note
+    devices = device_profiles(records, t0, start, end)
+    diagnosis.evidence += _device_note(diagnosis, config, devices)
     found = interference(rows, start, end)
     if diagnosis.bottleneck == "trainer" and found:
         diagnosis.advice = _interference_advice(found[0], diagnosis)
@@ -413,7 +478,7 @@ def analyze(run_dir: str | Path, window: tuple[float | None, float | None] = (No
         run_dir=str(run_dir), window=(start - t0, end - t0), cores=cores, cores_busy=busy,
         host_load=sum(loads) / len(loads) if loads else None, processes=processes, kinds=kinds,
         rings=rings, train_rate_trend=trend,
-        interference=found, diagnosis=diagnosis, links=link_profiles(records, start, end))
+        interference=found, diagnosis=diagnosis, links=link_profiles(records, start, end), devices=devices)
 
 
 def _contention_note(bottleneck: Sequence[ProcessProfile], cores: int, loads: Sequence[float]) -> str:
@@ -686,6 +751,12 @@ def format_report(profile: PipelineProfile, per_process: bool = False) -> str:
         total = sum(link.bytes_per_step.values()) / 1024
         lines.append(f"link {link.node}–{link.peer}: {total:.1f} KiB per training step ({parts}), "
                      f"{link.bytes_per_s / 2**20:.2f} MiB/s")
+    for d in profile.devices:
+        where = f"{d.node}/" if any(x.node != "node0" for x in profile.devices) else ""
+        busy = (f"kernels running {_pct(d.busy_mean)} of the time (busiest interval {_pct(d.busy_max)})"
+                if d.busy_mean is not None and d.busy_max is not None else "utilization not reported")
+        lines.append(f"{where}{d.device} ({d.name}): {busy}, memory up to {d.memory_used_gib:.1f} of "
+                     f"{d.memory_total_gib:.1f} GiB")
     for i in profile.interference:
         lines.append(f"training runs at {i.rate_while_busy:.1f} steps/s while the {i.kind} works "
                      f"({_pct(i.busy_fraction)} of the time), {i.rate_otherwise:.1f} otherwise")

@@ -11,7 +11,9 @@ Sections (each result goes to gpu_check.json as soon as it is measured, so a cut
 3. selfplay   — env steps/s of one actor's loop: Breakout vector env (8 envs), 50-simulation MCTS with root noise;
 4. ddp        — one DistributedDataParallel training step in a world of 1 (NCCL on CUDA, gloo on the CPU, store on
                 127.0.0.1), as the trainer node's DDP will do;
-5. training   — a single-box Breakout run (`run.py`, preset atari100k_1gpu) for the remaining minutes, stopped
+5. monitor    — the node agent's GPU utilization sampler (speedy/device_monitor.py) against a known load: matmuls
+                back to back for half of an 8 s window, idle for the other half (expect ≈ 50 %);
+6. training   — a single-box Breakout run (`run.py`, preset atari100k_1gpu) for the remaining minutes, stopped
                 with SIGINT; its evaluation score against env steps and against wall-clock minutes.
 """
 
@@ -26,6 +28,7 @@ import statistics
 import subprocess
 import sys
 import time
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -40,11 +43,13 @@ from bench_train_step import random_batch, time_calls  # noqa: E402
 
 from speedy.components import build_model, search_config, task_spec  # noqa: E402
 from speedy.config import Config, build_config  # noqa: E402
+from speedy.device_monitor import DeviceMonitor  # noqa: E402
 from speedy.envs import make_vector_env  # noqa: E402
 from speedy.learner import Learner  # noqa: E402
 from speedy.losses import TrainingBatch, unroll_loss  # noqa: E402
 from speedy.mcts import dirichlet_noise, sample_actions  # noqa: E402
 from speedy.obs import FrameStacker  # noqa: E402
+from speedy.profile import analyze  # noqa: E402
 from speedy.runinfo import host_summary  # noqa: E402
 from speedy.search import ModelSearch  # noqa: E402
 
@@ -196,6 +201,28 @@ def ddp_section(sizes: Sizes, device: torch.device) -> dict[str, Any]:
             "step_s": seconds[1]}
 
 
+def monitor_section(sizes: Sizes, device: torch.device) -> dict[str, Any]:
+    """The utilization the node agent records, against a GPU kept busy for the first half of an 8 s window."""
+    if device.type != "cuda":
+        return {"skipped": "no CUDA device (--cpu)"}
+    monitor = DeviceMonitor.start(interval_s=0.5)
+    if monitor is None:
+        return {"error": "nvidia-smi is missing or fails: the profile will have no GPU figures"}
+    time.sleep(1.0)
+    monitor.report()  # drop the samples from before the load
+    x = torch.randn(4096, 4096, device=device)
+    busy_until = time.time() + 4.0
+    while time.time() < busy_until:
+        for _ in range(10):
+            x = torch.tanh(x @ x)
+        sync(device)
+    time.sleep(4.0)
+    report = monitor.report()
+    monitor.close()
+    busiest = max(report.values(), key=lambda g: g["busy_max"] or 0.0, default=None)
+    return {"expected_busy": 0.5, "busiest_gpu": busiest, "all": report}
+
+
 def training_section(sizes: Sizes, out: Path, seconds: float) -> dict[str, Any]:
     """A Breakout run for `seconds` (then SIGINT: the run stops cleanly); its evaluation curve."""
     run_dir = out / "breakout-run"
@@ -224,9 +251,11 @@ def training_section(sizes: Sizes, out: Path, seconds: float) -> dict[str, Any]:
         run = load_run(run_dir)
     except Exception as e:  # noqa: BLE001 - a run that never evaluated is a result to report, not a crash
         return {"run_dir": str(run_dir), "exit_code": process.returncode, "error": str(e)}
+    profile = analyze(run_dir)  # what tools/profile_pipeline.py says, GPU utilization included
     return {"run_dir": str(run_dir), "exit_code": process.returncode, "env_steps": run.env_steps,
             "minutes": run.minutes, "curve": [vars(p) for p in run.curve],
-            "milestones": run.milestones}
+            "milestones": run.milestones, "devices": [asdict(d) for d in profile.devices],
+            "bottleneck": asdict(profile.diagnosis)}
 
 
 def plot(results: dict[str, Any], path: Path) -> Path:
@@ -278,7 +307,7 @@ def main(argv: list[str] | None = None) -> int:
                                "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else
                                "CPU (--cpu, tiny sizes)", "torch": torch.__version__}
     sections = [("inference", inference_section), ("train", train_section), ("selfplay", selfplay_section),
-                ("ddp", ddp_section)]
+                ("ddp", ddp_section), ("monitor", monitor_section)]
     for name, section in sections:
         t = time.time()
         results[name] = section(sizes, device)

@@ -9,7 +9,7 @@ agent's end-of-run table is the same analysis).
 
 `--window START:END` is in seconds since the run's first record (either side may be empty); by default the window
 starts at the first training step. The PNG (needs matplotlib: pip install -e '.[tools]') has a stacked time bar per
-process and the ring fill and training rate over time.
+process and the ring fill, GPU utilization (where the run had a GPU) and training rate over time.
 
 A torchrun cluster: point it at node 0's run directory. The other nodes write theirs as `RUN_DIR/node<k>/` (the
 same directory when the nodes share a filesystem; otherwise copy each node's `node<k>/` there, e.g. with rsync);
@@ -64,8 +64,11 @@ def write_png(profile: PipelineProfile, path: Path) -> None:
     bars.legend(fontsize=7, ncol=2, loc="lower left", bbox_to_anchor=(0, 1.01))
     for ring in profile.rings:
         timeline.plot([t for t, _ in ring.timeline], [100 * f for _, f in ring.timeline], label=f"ring {ring.name}")
+    for gpu in profile.devices:
+        label = f"{gpu.node}/{gpu.device}" if gpu.node != "node0" else gpu.device
+        timeline.plot([t for t, _ in gpu.timeline], [100 * b for _, b in gpu.timeline], ":", label=f"{label} busy")
     timeline.set_xlabel("seconds since start")
-    timeline.set_ylabel("ring fill (% of bytes)")
+    timeline.set_ylabel("ring fill (% of bytes), GPU busy (% of time)")
     timeline.set_ylim(0, 105)
     if profile.train_rate_trend:
         rate = timeline.twinx()

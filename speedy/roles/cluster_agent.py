@@ -41,6 +41,7 @@ from speedy.cluster import bridge
 from speedy.cluster.bootstrap import TorchrunWorld, init_rpc, set_interface
 from speedy.cluster.nodes import ClusterError, ClusterSpec
 from speedy.config import Config
+from speedy.device_monitor import DeviceMonitor, device_report
 from speedy.metrics import MetricsWriter
 from speedy.roles.board import CONTROLS, Board
 from speedy.roles.context import RolePlan, batch_mux, role_name
@@ -430,6 +431,7 @@ def run_remote_node(config: Config, run_dir: Path, placement: Placement, world: 
     say(f"[node{rank}] {placement.kind(rank)} node: {', '.join(role_name(r, i) for r, i in roles)} for {HEAD}",
         flush=True)
     traffic = MetricsWriter(run_dir, "link", tensorboard=False)
+    devices = DeviceMonitor.start(say=say)  # this node's GPUs (None without one), in its link records
     next_write = time.monotonic()
     ended = False
     try:
@@ -439,11 +441,13 @@ def run_remote_node(config: Config, run_dir: Path, placement: Placement, world: 
             supervisor.check(board, say)
             snapshots.poll()
             if time.monotonic() >= next_write:
-                traffic.write(link.train_steps, {"peer": HEAD, **link.link_bytes()})
+                traffic.write(link.train_steps, {"peer": HEAD, **link.link_bytes(), **device_report(devices)})
                 next_write = time.monotonic() + config.run.log_interval_s
             time.sleep(0.2)
     finally:
         ended = link.told_to_stop()  # before the stop below, which the pull loop's end could look like a loss
+        if devices is not None:
+            devices.close()
         final_serial = snapshots.finish()  # replay's last snapshot carries it, and so do the frames below
         board.set_control("stop", 1)
         supervisor.stop()

@@ -35,6 +35,7 @@ import torch
 from speedy.cluster.ddp import free_port
 from speedy.components import block_layout, build_model, frame_store_capacity, task_spec
 from speedy.config import Config
+from speedy.device_monitor import DeviceMonitor, device_report
 from speedy.inline import RunSummary
 from speedy.metrics import MetricsWriter
 from speedy.profile import RingMonitor, analyze, batch_ring_depth, format_report
@@ -366,6 +367,7 @@ def run_single_box(config: Config, run_dir: Path, log: bool = True, resume: bool
     reason = "finished"
     progress = Progress(board, start)
     rings = RingMonitor([h for h in owned if isinstance(h, Ring)], run_id)
+    devices = DeviceMonitor.start(say=say)  # None without an NVIDIA GPU
     next_log = start + config.run.log_interval_s
     snapshots = SnapshotSchedule(run_dir, stores, board,
                                  config.run.replay_snapshot_interval_min if keeps_replay else 0.0)
@@ -396,7 +398,7 @@ def run_single_box(config: Config, run_dir: Path, log: bool = True, resume: bool
                 roles = board.snapshot() if link is None else link.local_rows(board.snapshot())  # others: theirs
                 metrics.write(int(board.get("trainer", "train_steps")),
                               {"roles": roles, "rings": rings.report(), "cores": usable_cores(),
-                               "load": os.getloadavg()[0]})
+                               "load": os.getloadavg()[0], **device_report(devices)})
     except KeyboardInterrupt:
         reason = "interrupted"
         say("\n[agent] stopping (Ctrl-C / SIGTERM): final checkpoint, then shutting down", flush=True)
@@ -405,6 +407,8 @@ def run_single_box(config: Config, run_dir: Path, log: bool = True, resume: bool
         # short and leave processes or shared memory behind.
         previous_int = signal.signal(signal.SIGINT, signal.SIG_IGN)
         signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        if devices is not None:
+            devices.close()
         final_serial = snapshots.finish()  # the replay role's last replay.npz carries it, and so do the frames
         board.set_control("stop", 1)
         if link is not None:

@@ -4,41 +4,30 @@ node's link traffic becomes bytes per training step."""
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import pytest
 
 from speedy.profile import analyze, format_report, role_kind
-from speedy.stages import STAGES
 
-
-def _row(t: float, seconds: dict[str, float], **extra: float) -> dict:
-    return {"time": t, "step": int(extra.get("train_steps", 0)), **{s: seconds.get(s, 0.0) for s in STAGES},
-            "busy_lanes": sum(v for k, v in seconds.items() if k.startswith("busy")), "overlap": 0.0,
-            "cpu": sum(v for k, v in seconds.items() if k.startswith("busy")), **extra}
-
-
-def _write(path: Path, rows: list[dict]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+from .profile_records import board_row, write_jsonl
 
 
 def test_a_reanalysis_nodes_processes_join_the_profile(tmp_path: Path):
     t0 = 1000.0
-    idle = _row(t0, {})
+    idle = board_row(t0, {})
     snapshots = []
     for i, t in enumerate((t0, t0 + 10, t0 + 20)):
         snapshots.append({"time": t, "step": 10 * i, "roles": {
-            "trainer": _row(t, {"busy_train": 6.0 * i, "wait_input": 4.0 * i}, train_steps=10 * i),
-            "reanalyzer0": _row(t, {"busy_tree": 9.0 * i, "wait_output": 1.0 * i}, items=5 * i),
+            "trainer": board_row(t, {"busy_train": 6.0 * i, "wait_input": 4.0 * i}, train_steps=10 * i),
+            "reanalyzer0": board_row(t, {"busy_tree": 9.0 * i, "wait_output": 1.0 * i}, items=5 * i),
             "reanalyzer1": idle,  # hosted by node 1: never active on node 0's board
         }})
-    _write(tmp_path / "metrics" / "agent.jsonl", [{"time": t0, "step": 0, "config": {"train": {"batch_size": 8}}},
+    write_jsonl(tmp_path / "metrics" / "agent.jsonl", [{"time": t0, "step": 0, "config": {"train": {"batch_size": 8}}},
                                                  *snapshots])
-    _write(tmp_path / "node1" / "metrics" / "reanalyzer1.jsonl",
-           [_row(t0 + 10 * i, {"busy_tree": 5.0 * i, "wait_input": 5.0 * i}, items=3 * i) for i in range(3)])
-    _write(tmp_path / "node1" / "metrics" / "link.jsonl",  # cumulative bytes; node 0's steps as `step`
+    write_jsonl(tmp_path / "node1" / "metrics" / "reanalyzer1.jsonl",
+           [board_row(t0 + 10 * i, {"busy_tree": 5.0 * i, "wait_input": 5.0 * i}, items=3 * i) for i in range(3)])
+    write_jsonl(tmp_path / "node1" / "metrics" / "link.jsonl",  # cumulative bytes; node 0's steps as `step`
            [{"time": t0 + 10 * i, "step": 10 * i, "peer": "node0", "frames_in": 4000 * i, "weights_in": 1000 * i,
              "counters_in": 0, "samples_in": 500 * i, "batches_out": 2000 * i} for i in range(3)])
     profile = analyze(tmp_path)

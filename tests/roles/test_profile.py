@@ -5,6 +5,7 @@ trainer's wait as predicted."""
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -50,11 +51,24 @@ def test_slow_reanalyzer_is_named_and_its_advice_lowers_the_trainer_wait(tmp_pat
 
 
 @pytest.mark.timeout(180)
-def test_slow_trainer_is_named_by_the_tool_offline_live_json_and_png(tmp_path, no_leftovers):
+def test_slow_trainer_is_named_by_the_tool_offline_live_json_and_png(tmp_path, no_leftovers, monkeypatch):
+    """With an executable on PATH that answers as nvidia-smi does (a GPU half busy), the node agent samples it, and
+    the profile carries the GPU's figures and says what they mean for the trainer-bound run."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    fake = bin_dir / "nvidia-smi"
+    fake.write_text("#!/bin/sh\necho '0, GPU-aa, Fake GPU, 50, 2048, 8192'\n")
+    fake.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bin_dir}:{os.environ['PATH']}")
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
     run_dir = tmp_path / "run"
     profile = _run(run_dir, ["train.training_steps=25", "roles.slow_trainer_s=0.3"])
     d = profile.diagnosis
     assert (d.bottleneck, d.stage) == ("trainer", "busy_train"), d
+    [gpu] = profile.devices
+    assert (gpu.node, gpu.device, gpu.name, gpu.busy_mean, gpu.memory_used_gib) == ("node0", "gpu0", "Fake GPU",
+                                                                                    0.5, 2.0)
+    assert "gpu0 (Fake GPU) runs kernels only 50 % of the time" in d.evidence
     assert profile.kinds["trainer"].shares["busy_train"] > 0.7
     assert profile.kinds["reanalyzer"].shares["wait_output"] > 0.5
     tool = [sys.executable, str(REPO / "tools" / "profile_pipeline.py"), str(run_dir)]

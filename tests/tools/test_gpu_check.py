@@ -26,6 +26,7 @@ def test_gpu_check_cpu_completes(tmp_path: Path):
     assert result["selfplay"]["env_steps_per_s"] > 0 and result["ddp"]["backend"] == "gloo"
     training = result["training"]
     assert "error" not in training and training["curve"] and training["env_steps"] >= 40
+    assert training["devices"] == [] and result["monitor"] == {"skipped": "no CUDA device (--cpu)"}
     assert result["host"]["cpu"] and (out / "gpu_check.png").read_bytes()[:4] == b"\x89PNG"
 
 
