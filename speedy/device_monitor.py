@@ -55,10 +55,9 @@ def parse_query(text: str) -> list[DeviceReading]:
                                    f"fields ({', '.join(QUERY_FIELDS)})")
         index, uuid, name, util, used, total = fields
         try:
-            readings.append(DeviceReading(
-                index=int(index), uuid=uuid, name=name, busy=_number(util, 100.0),
-                memory_used_gib=(_number(used, MIB_PER_GIB) or 0.0), memory_total_gib=(_number(total, MIB_PER_GIB)
-                                                                                       or 0.0)))
+            readings.append(DeviceReading(index=int(index), uuid=uuid, name=name, busy=_number(util, 100.0),
+                                          memory_used_gib=_number(used, MIB_PER_GIB) or 0.0,
+                                          memory_total_gib=_number(total, MIB_PER_GIB) or 0.0))
         except ValueError as e:
             raise DeviceQueryError(f"nvidia-smi printed {line!r}: {e}") from e
     return readings
@@ -73,7 +72,9 @@ def _number(field: str, scale: float) -> float | None:
 
 def visible(readings: Sequence[DeviceReading], cuda_visible_devices: str | None) -> list[DeviceReading]:
     """The readings of the GPUs a process with this CUDA_VISIBLE_DEVICES sees (None: unset → all; '': none, as for
-    CUDA). Entries are indices or UUIDs (a UUID may be given by a unique prefix, as CUDA allows)."""
+    CUDA). Entries are indices or UUIDs (a UUID may be given by a unique prefix, as CUDA allows). Indices are
+    nvidia-smi's (PCI bus order); CUDA numbers them the same way under CUDA_DEVICE_ORDER=PCI_BUS_ID, and on a
+    machine of one GPU model its default order agrees in practice. The result keeps CUDA_VISIBLE_DEVICES' order."""
     if cuda_visible_devices is None:
         return list(readings)
     wanted = [w.strip() for w in cuda_visible_devices.split(",") if w.strip()]
