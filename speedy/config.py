@@ -161,6 +161,10 @@ class TrainConfig:
     policy_loss_weight: float = 1.0
     consistency_loss_weight: float = 2.0
     target_update_interval: int = 200
+    # Polyak average of the weights that self-play, evaluation and Priority Refresh act with: after every optimizer
+    # step acting ← decay·acting + (1 − decay)·weights (0 = act with the latest weights, as EfficientZero). Training,
+    # the target model and the reanalysis search keep the latest weights.
+    acting_ema_decay: float = 0.0
     reanalyze_ratio: float = 0.99  # fraction of positions whose policy target is re-searched
     offpolicy_correction_ratio: float = 0.3  # n shrinks by one per ratio·train.training_steps env steps of age
     env_steps_per_train_step: float = 1.0  # data/update ratio bound; 0 = unbounded
@@ -193,6 +197,7 @@ class TrainConfig:
                self.offpolicy_correction_ratio, "> 0")
         _check(self.target_update_interval >= 1, "train.target_update_interval", self.target_update_interval,
                ">= 1")
+        _check(0 <= self.acting_ema_decay < 1, "train.acting_ema_decay", self.acting_ema_decay, "in [0, 1)")
         _check(self.env_steps_per_train_step >= 0, "train.env_steps_per_train_step",
                self.env_steps_per_train_step, ">= 0")
         _check(self.augmentation in AUGMENTATION_SETTINGS, "train.augmentation", self.augmentation,

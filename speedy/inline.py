@@ -108,7 +108,7 @@ def run_inline(config: Config, run_dir: Path, log: bool = True) -> RunSummary:
 
     def run_eval() -> EvalResult:
         nonlocal reached
-        _sync(actor_model, model)
+        _sync(actor_model, learner.acting_model)
         result = evaluate(eval_env, eval_search, config.eval.episodes, seed=config.run.seed + 777 + train_steps)
         evals.append(result)
         metrics["eval"].write(train_steps, {"env_steps": env_steps, **asdict(result)})
@@ -157,7 +157,7 @@ def run_inline(config: Config, run_dir: Path, log: bool = True) -> RunSummary:
                 replay.update_priorities(sample.index, sample.generation, stats_t.priorities, train_steps)
                 train_steps += 1
                 if train_steps % config.actor.weight_update_interval == 0:
-                    _sync(actor_model, model)
+                    _sync(actor_model, learner.acting_model)
                     actor_version = train_steps
                 if config.replay.refresh_interval and train_steps % config.replay.refresh_interval == 0:
                     refresh_all_priorities(replay, source, actor_model, actor_version, layout, settings, device,
@@ -189,6 +189,7 @@ def run_inline(config: Config, run_dir: Path, log: bool = True) -> RunSummary:
             run_eval()
         save_checkpoint(run_dir / "checkpoint.pt", {
             "model": model.state_dict(), "target_model": target_model.state_dict(),
+            "acting_model": learner.acting_model.state_dict(),
             "optimizer": learner.optimizer.state_dict(), "train_steps": train_steps, "env_steps": env_steps},
             config=asdict(config))
     finally:

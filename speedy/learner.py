@@ -8,6 +8,7 @@ every trainer takes the same optimizer step, so their weights stay equal (DDP br
 from __future__ import annotations
 
 import contextlib
+import copy
 from dataclasses import dataclass
 
 import numpy as np
@@ -72,6 +73,24 @@ class Learner:
             loss = torch.nn.parallel.DistributedDataParallel(loss, device_ids=ids)
         self.loss = loss
         self.step = 0
+        self.acting_ema_decay = t.acting_ema_decay
+        # The weights to act with: a Polyak average of `model` (its own copy) or `model` itself when the decay is 0.
+        self.acting_model = copy.deepcopy(model).eval() if self.acting_ema_decay > 0 else model
+
+    def reset_acting(self) -> None:
+        """Restart the average at the current weights (after loading weights into `model`)."""
+        if self.acting_model is not self.model:
+            self.acting_model.load_state_dict(self.model.state_dict())
+
+    @torch.no_grad()
+    def update_acting(self) -> None:
+        """acting ← decay·acting + (1 − decay)·model for parameters; buffers (norm statistics) are copied."""
+        if self.acting_model is self.model:
+            return
+        acting = list(self.acting_model.parameters())
+        torch._foreach_lerp_(acting, [p.detach() for p in self.model.parameters()], 1.0 - self.acting_ema_decay)
+        for mine, theirs in zip(self.acting_model.buffers(), self.model.buffers(), strict=True):
+            mine.copy_(theirs)
 
     def _autocast(self) -> contextlib.AbstractContextManager:
         if self.config.train.mixed_precision and self.device.type == "cuda":
@@ -91,6 +110,7 @@ class Learner:
         (out.total / t.unroll_steps).backward()
         grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), t.grad_clip)
         self.optimizer.step()
+        self.update_acting()
         self.step += 1
         return TrainStats(
             step=self.step,

@@ -16,7 +16,7 @@ import numpy as np
 from speedy.components import env_options, search_config, self_play_temperature
 from speedy.envs import make_vector_env
 from speedy.mcts import dirichlet_noise, sample_actions, visit_distribution
-from speedy.roles.context import Periodic, RoleContext
+from speedy.roles.context import Periodic, RoleContext, acting_slot
 from speedy.roles.messages import Outbox
 from speedy.search import ModelSearch, SearchRequest
 from speedy.selfplay import SelfPlay, random_policy
@@ -63,7 +63,7 @@ async def run_actor(ctx: RoleContext) -> None:
             for g, n in enumerate(sizes)]
     plays = [SelfPlay(env, frames, index, ctx.layout, seed + g) for g, env in enumerate(envs)]
     model = ctx.new_model()
-    version = await ctx.wait_for_weights(model)
+    version = await ctx.wait_for_weights(model, acting_slot(config))
     search = ModelSearch(model, search_config(config, ctx.task), ctx.device)
     blocks_out = Outbox(mux_writer(ctx.spec.run_id, "blocks", index), lambda: ctx.stopping)
     rng = np.random.default_rng(seed)
@@ -82,7 +82,7 @@ async def run_actor(ctx: RoleContext) -> None:
                     await asyncio.sleep(0.01)
                 continue
             if ctx.train_steps() >= version + config.actor.weight_update_interval:
-                version = max(version, ctx.pull_weights(model))
+                version = max(version, ctx.pull_weights(model, acting_slot(config)))
                 ctx.row.set("weights_version", version)
             temperature = self_play_temperature(config, ctx.train_steps())
             if ctx.train_steps() == 0:  # before training starts, act uniformly at random (EfficientZero)

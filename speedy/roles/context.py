@@ -27,6 +27,12 @@ from speedy.shm.weights import WeightSlot
 T = TypeVar("T")
 LATEST_WEIGHTS = "weights"
 TARGET_WEIGHTS = "target"
+ACTING_WEIGHTS = "acting"  # the Polyak average self-play, evaluation and refresh act with (train.acting_ema_decay > 0)
+
+
+def acting_slot(config: Config) -> str:
+    """The weight slot the acting roles pull: the average's own slot, or the latest weights when it is off."""
+    return ACTING_WEIGHTS if config.train.acting_ema_decay > 0 else LATEST_WEIGHTS
 # longest wait for a message's frames to reach this node's replicas (a cluster node) before dropping the message
 FRAME_WAIT_S = 10.0
 

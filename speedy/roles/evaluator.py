@@ -11,7 +11,7 @@ from dataclasses import asdict
 
 from speedy.components import search_config
 from speedy.evaluate import evaluate, make_eval_env
-from speedy.roles.context import RoleContext
+from speedy.roles.context import RoleContext, acting_slot
 from speedy.search import ModelSearch
 
 
@@ -32,7 +32,7 @@ async def run_evaluator(ctx: RoleContext) -> None:
                 with ctx.row.timed("wait_input"):
                     await asyncio.sleep(0.1)
                 continue
-            version = ctx.pull_weights(model)
+            version = ctx.pull_weights(model, acting_slot(config))
             env_steps = ctx.total_env_steps()
             result = await ctx.timed_search(search, loop.run_in_executor(
                 executor, evaluate, env, search, config.eval.episodes, config.run.seed + 777 + version), "busy_env")

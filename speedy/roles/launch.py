@@ -42,7 +42,15 @@ from speedy.profile import RingMonitor, analyze, batch_ring_depth, format_report
 from speedy.replay.buffer import replay_memory_bytes
 from speedy.roles.board import Board
 from speedy.roles.cluster_agent import NodeLink
-from speedy.roles.context import LATEST_WEIGHTS, TARGET_WEIGHTS, RolePlan, RoleSpec, batch_mux
+from speedy.roles.context import (
+    ACTING_WEIGHTS,
+    LATEST_WEIGHTS,
+    TARGET_WEIGHTS,
+    RolePlan,
+    RoleSpec,
+    acting_slot,
+    batch_mux,
+)
 from speedy.roles.process import role_main
 from speedy.roles.resume import (
     FrameJournal,
@@ -142,6 +150,8 @@ def create_shared_memory(config: Config, plan: RolePlan, run_id: str,
     weights = {LATEST_WEIGHTS: state, TARGET_WEIGHTS: state}
     if initial is not None:  # --resume: the checkpoint's weights, as the version of its training step
         weights = {LATEST_WEIGHTS: initial.model, TARGET_WEIGHTS: initial.target_model}
+    if acting_slot(config) == ACTING_WEIGHTS:
+        weights[ACTING_WEIGHTS] = initial.acting_model if initial is not None else state
     for name, values in weights.items():
         slot = WeightSlot.create(run_id, name, WeightLayout.from_state_dict(state))
         slot.publish_state_dict(values, initial.train_steps if initial is not None else 0)

@@ -9,7 +9,7 @@ import asyncio
 
 from speedy.components import reanalyze_settings
 from speedy.reanalyze import SampleWindows, refreshed_priorities
-from speedy.roles.context import Periodic, RoleContext
+from speedy.roles.context import Periodic, RoleContext, acting_slot
 from speedy.roles.messages import Inbox, Outbox, PriorityUpdate
 from speedy.shm.frames import FrameEvictedError
 from speedy.shm.mux import mux_writer
@@ -23,7 +23,7 @@ async def run_refresher(ctx: RoleContext) -> None:
                             lambda: ctx.stopping)  # after the trainers' rings
     frames = ctx.frame_source()
     model = ctx.new_model()
-    version = await ctx.wait_for_weights(model)
+    version = await ctx.wait_for_weights(model, acting_slot(config))
     settings = reanalyze_settings(config, ctx.task)
     report = Periodic(config.run.log_interval_s)
     loop = asyncio.get_running_loop()
@@ -35,7 +35,7 @@ async def run_refresher(ctx: RoleContext) -> None:
             if windows is None:
                 return
             if ctx.train_steps() >= version + config.actor.weight_update_interval:
-                version = max(version, ctx.pull_weights(model))
+                version = max(version, ctx.pull_weights(model, acting_slot(config)))
                 ctx.row.set("weights_version", version)
             try:
                 with ctx.row.timed("busy_inference"):

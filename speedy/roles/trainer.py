@@ -32,7 +32,16 @@ from speedy.cluster.ddp import join_trainer_group
 from speedy.learner import Learner
 from speedy.losses import TrainingBatch
 from speedy.reanalyze import BatchTargets
-from speedy.roles.context import FRAME_WAIT_S, LATEST_WEIGHTS, TARGET_WEIGHTS, Periodic, RoleContext, batch_mux
+from speedy.roles.context import (
+    ACTING_WEIGHTS,
+    FRAME_WAIT_S,
+    LATEST_WEIGHTS,
+    TARGET_WEIGHTS,
+    Periodic,
+    RoleContext,
+    acting_slot,
+    batch_mux,
+)
 from speedy.roles.messages import Inbox, Outbox, PriorityUpdate
 from speedy.shm.frames import FrameEvictedError
 from speedy.shm.mux import MuxReader, mux_writer
@@ -67,6 +76,7 @@ def write_checkpoint(ctx: RoleContext, learner: Learner, target: WeightSlot) -> 
     target_state = {k: v.clone() for k, v in flat_views.items()}  # views of one buffer: torch.save wants own storage
     save_checkpoint(checkpoint_path(ctx), {
         "model": learner.model.state_dict(), "target_model": target_state,
+        "acting_model": learner.acting_model.state_dict(),
         "optimizer": learner.optimizer.state_dict(), "train_steps": learner.step,
         "env_steps": ctx.total_env_steps(), "rng": rng_state()}, config=asdict(ctx.config))
 
@@ -98,6 +108,8 @@ async def run_trainer(ctx: RoleContext) -> None:
     group = join_trainer_group(rank, trainers, ctx.spec.plan.ddp_port, ctx.device) if trainers > 1 else None
     learner = Learner(model, config, ctx.task.frame_stack, ctx.device, data_parallel=group is not None, rank=rank)
     learner.step = max(0, ctx.weights_version())
+    if acting_slot(config) == ACTING_WEIGHTS:  # go on averaging from the published average (a restart keeps it)
+        await ctx.wait_for_weights(learner.acting_model, ACTING_WEIGHTS)
     restore_optimizer(ctx, learner)
     ctx.row.set("train_steps", learner.step)
     publisher = rank == 0
@@ -105,6 +117,7 @@ async def run_trainer(ctx: RoleContext) -> None:
     priorities_out = Outbox(mux_writer(ctx.spec.run_id, "priorities", rank), lambda: ctx.stopping)
     latest = WeightSlot.attach(ctx.spec.run_id, LATEST_WEIGHTS)
     target = WeightSlot.attach(ctx.spec.run_id, TARGET_WEIGHTS)
+    acting = WeightSlot.attach(ctx.spec.run_id, ACTING_WEIGHTS) if acting_slot(config) == ACTING_WEIGHTS else None
     frames = ctx.frame_source()
     publish_every = min(config.actor.weight_update_interval, config.reanalyze.weight_update_interval)
     total = config.total_train_steps
@@ -151,6 +164,11 @@ async def run_trainer(ctx: RoleContext) -> None:
                     continue
         return None
 
+    def publish_latest() -> None:
+        latest.publish_state_dict(model.state_dict(), learner.step)
+        if acting is not None:
+            acting.publish_state_dict(learner.acting_model.state_dict(), learner.step)
+
     async def train() -> None:
         while True:
             item = await next_batch()
@@ -170,7 +188,7 @@ async def run_trainer(ctx: RoleContext) -> None:
                                                          learner.step - 1))  # the weights the step started from
             if publisher and learner.step % publish_every == 0:
                 with ctx.row.timed("weights"):
-                    latest.publish_state_dict(model.state_dict(), learner.step)
+                    publish_latest()
             if publisher and learner.step % config.train.target_update_interval == 0:
                 with ctx.row.timed("weights"):
                     target.publish_state_dict(model.state_dict(), learner.step)
@@ -188,7 +206,7 @@ async def run_trainer(ctx: RoleContext) -> None:
         await asyncio.gather(feeder, return_exceptions=True)
         executor.shutdown(wait=True)
         if publisher:
-            latest.publish_state_dict(model.state_dict(), learner.step)
+            publish_latest()
             write_checkpoint(ctx, learner, target)
         if group is not None:
             group.close()
@@ -196,3 +214,5 @@ async def run_trainer(ctx: RoleContext) -> None:
         priorities_out.close()
         latest.close()
         target.close()
+        if acting is not None:
+            acting.close()

@@ -90,3 +90,28 @@ def test_vector_tasks_train_without_augmentation():
     spec = task_spec(config)
     learner = Learner(build_model(config, spec, torch.device("cpu")), config, spec.frame_stack, torch.device("cpu"))
     assert config.train.augmentation == "auto" and learner.augment is None
+
+
+def test_acting_weights_are_a_polyak_average_of_the_trained_ones():
+    """decay 0.75: acting ← 0.75·acting + 0.25·weights per step, by hand on every parameter; 0 acts with the model."""
+    config = build_config("cartpole", overrides=["train.acting_ema_decay=0.75"])
+    spec = task_spec(config)
+    learner = Learner(build_model(config, spec, torch.device("cpu")), config, spec.frame_stack, torch.device("cpu"))
+    assert learner.acting_model is not learner.model
+    with torch.no_grad():
+        for p in learner.acting_model.parameters():
+            p.fill_(4.0)
+        for p in learner.model.parameters():
+            p.fill_(8.0)
+    learner.update_acting()
+    assert all(torch.all(p == 5.0) for p in learner.acting_model.parameters())  # 0.75·4 + 0.25·8
+    learner.update_acting()
+    assert all(torch.all(p == 5.75) for p in learner.acting_model.parameters())  # 0.75·5 + 0.25·8
+    assert all(torch.all(p == 8.0) for p in learner.model.parameters())  # the trained weights are untouched
+    learner.reset_acting()
+    assert all(torch.all(p == 8.0) for p in learner.acting_model.parameters())
+    plain = build_config("cartpole")
+    learner = Learner(build_model(plain, spec, torch.device("cpu")), plain, spec.frame_stack, torch.device("cpu"))
+    assert plain.train.acting_ema_decay == 0 and learner.acting_model is learner.model
+    with pytest.raises(ConfigError, match="train.acting_ema_decay"):
+        build_config("cartpole", overrides=["train.acting_ema_decay=1.0"])

@@ -12,8 +12,11 @@ from pathlib import Path
 
 import psutil
 import pytest
+import torch
 
+from speedy.checkpoint import load_latest
 from speedy.config import build_config
+from speedy.evaluate_checkpoint import load_agent
 from speedy.metrics import read_metrics
 from speedy.roles.launch import run_single_box
 
@@ -91,6 +94,27 @@ def test_replay_paces_priority_refresh_sweeps_by_training_steps(tmp_path, no_lef
     roles = read_metrics(tmp_path / "metrics" / "agent.jsonl")[-1]["roles"]
     assert 2 <= roles["replay"]["sweeps"] <= 60 // 10 + 1
     assert roles["refresher0"]["items"] > 0
+
+
+@pytest.mark.timeout(300)
+def test_acting_roles_play_with_the_averaged_weights(tmp_path, no_leftovers):
+    """train.acting_ema_decay > 0: the trainer publishes the Polyak average to its own slot, the actor, refresher and
+    evaluator pull it, and the checkpoint keeps it beside the trained weights (which --evaluate then plays)."""
+    config = _cartpole_config(["train.training_steps=40", "train.acting_ema_decay=0.9", "roles.refreshers=1",
+                               "roles.refresh_chunk=64", "eval.interval=20", "eval.episodes=2",
+                               "eval.num_simulations=2", "actor.weight_update_interval=5"])
+    summary = run_single_box(config, tmp_path, log=False)
+    assert summary.train_steps == 40
+    roles = read_metrics(tmp_path / "metrics" / "agent.jsonl")[-1]["roles"]
+    assert roles["actor0"]["weights_version"] >= 5 and roles["refresher0"]["items"] > 0
+    evals = [r for r in read_metrics(tmp_path / "metrics" / "evaluator.jsonl") if "mean_return" in r]
+    assert evals and max(r["step"] for r in evals) >= 20  # the versions of the average it played
+    record = load_latest(tmp_path / "checkpoint.pt", "cpu")
+    acting, trained = record["acting_model"], record["model"]
+    assert acting.keys() == trained.keys()
+    assert any(not torch.equal(acting[k], trained[k]) for k in trained)  # an average lags the weights
+    assert torch.equal(load_agent(tmp_path, torch.device("cpu"), atari_only=False).model.state_dict()[
+        next(iter(acting))], acting[next(iter(acting))])
 
 
 @pytest.mark.timeout(300)
