@@ -8,6 +8,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
 from speedy.checkpoint import write_text_atomic
@@ -120,6 +121,18 @@ def self_play_temperature(config: Config, train_steps: int) -> float:
     steps that follow), as EfficientZero's 1 → 0.5 → 0.25 at 50k and 75k of 100k."""
     return visit_temperature(train_steps / config.train.training_steps, config.actor.temperature_schedule,
                              config.actor.temperature_milestones)
+
+
+def greedy_env_mask(config: Config) -> np.ndarray:
+    """(actor.num_envs,) bool: which of an actor's envs play greedily (its last actor.greedy_envs)."""
+    mask = np.zeros(config.actor.num_envs, bool)
+    mask[config.actor.num_envs - config.actor.greedy_envs:] = True
+    return mask
+
+
+def root_noise_fraction(config: Config, greedy: np.ndarray) -> np.ndarray:
+    """(N,) float32 weight of each env's root noise: mcts.exploration_fraction, 0 where `greedy` (N,) bool."""
+    return np.where(np.asarray(greedy, bool), 0.0, config.mcts.exploration_fraction).astype(np.float32)
 
 
 def reanalyze_settings(config: Config, spec: EnvSpec) -> ReanalyzeSettings:

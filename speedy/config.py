@@ -212,9 +212,15 @@ class ActorConfig:
     temperature_schedule: list[float] = field(default_factory=lambda: [1.0, 0.5, 0.25])
     temperature_milestones: list[float] = field(default_factory=lambda: [0.5, 0.75])  # × train.training_steps
     weight_update_interval: int = 10  # training steps between weight pulls (also the refreshers')
+    # Envs of each actor (its last ones) that play as the evaluator does: no root noise, the most-visited action
+    # (Ape-X-style per-env exploration). Replay then also holds the states the greedy policy runs into, which the
+    # exploring envs, kept near the middle by their noise, rarely reach. 0 = every env explores (EfficientZero).
+    greedy_envs: int = 0
 
     def validate(self) -> None:
         _check(self.num_envs >= 1, "actor.num_envs", self.num_envs, ">= 1")
+        _check(0 <= self.greedy_envs <= self.num_envs, "actor.greedy_envs", self.greedy_envs,
+               f"in [0, actor.num_envs = {self.num_envs}]")
         _check(len(self.temperature_schedule) == len(self.temperature_milestones) + 1,
                "actor.temperature_schedule", self.temperature_schedule,
                "one more entry than actor.temperature_milestones")

@@ -25,8 +25,10 @@ from speedy.components import (
     build_model,
     env_options,
     frame_store_capacity,
+    greedy_env_mask,
     reanalyze_settings,
     resolve_device,
+    root_noise_fraction,
     search_config,
     self_play_temperature,
     task_spec,
@@ -35,7 +37,7 @@ from speedy.config import Config
 from speedy.envs import make_vector_env
 from speedy.evaluate import EvalResult, evaluate
 from speedy.learner import Learner
-from speedy.mcts import dirichlet_noise, sample_actions, visit_distribution
+from speedy.mcts import dirichlet_noise, self_play_actions, visit_distribution
 from speedy.metrics import MetricsWriter
 from speedy.reanalyze import compute_targets, refresh_all_priorities, sample_windows
 from speedy.replay import ReplayBuffer
@@ -92,6 +94,8 @@ def run_inline(config: Config, run_dir: Path, log: bool = True) -> RunSummary:
     reanalyze_search = ModelSearch(reanalyze_model, search_config(config, spec), device)
     eval_search = ModelSearch(actor_model, search_config(config, spec, config.eval.num_simulations), device)
     settings = reanalyze_settings(config, spec)
+    greedy = greedy_env_mask(config)  # envs that play as the evaluator does (actor.greedy_envs)
+    noise_fraction = root_noise_fraction(config, greedy)
     metrics = {name: MetricsWriter(run_dir, name) for name in ("selfplay", "train", "eval")}
     metrics["agent"] = MetricsWriter(run_dir, "agent", tensorboard=False)
     metrics["agent"].write(0, {"event": "start", "host": host_summary(), "config": asdict(config)})
@@ -135,8 +139,8 @@ def run_inline(config: Config, run_dir: Path, log: bool = True) -> RunSummary:
                     actions, policies = random_policy(train_env.num_envs, spec.num_actions, rng)
                 else:
                     noise = dirichlet_noise(rng, train_env.num_envs, spec.num_actions, config.mcts.dirichlet_alpha)
-                    out = actor_search.run(selfplay.observation(), noise, seed=int(rng.integers(2**31)))
-                    actions = sample_actions(out.visit_counts, temperature, rng)
+                    out = actor_search.run(selfplay.observation(), noise, int(rng.integers(2**31)), noise_fraction)
+                    actions = self_play_actions(out.visit_counts, temperature, greedy, rng)
                     policies = visit_distribution(out.visit_counts, 1.0)
                 blocks, stats = selfplay.step(actions, policies, env_steps)
                 for block in blocks:

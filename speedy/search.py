@@ -32,6 +32,7 @@ class SearchRequest:
     obs: np.ndarray  # (B, *obs_shape) observation stacks
     noise: np.ndarray | None  # (B, A) Dirichlet noise or None
     seed: int
+    noise_fraction: np.ndarray | None = None  # (B,) each root's weight of its noise; None: the config's for all
 
 
 @dataclass
@@ -68,7 +69,8 @@ def initial_inference(model: EfficientZeroNet, obs: np.ndarray, device: torch.de
 class SearchJob:
     """One batched search in flight. Call `advance()` until it returns True, then read `output`."""
 
-    def __init__(self, search: ModelSearch, obs: np.ndarray, noise: np.ndarray | None, seed: int) -> None:
+    def __init__(self, search: ModelSearch, obs: np.ndarray, noise: np.ndarray | None, seed: int,
+                 noise_fraction: np.ndarray | None = None) -> None:
         start = time.perf_counter()
         self.search = search
         model, device = search.model, search.device
@@ -88,6 +90,7 @@ class SearchJob:
                 value_prefix=root.value_prefix.float().cpu().numpy(),
                 policy_logits=root.policy_logits.float().cpu().numpy(),
                 noise=noise,
+                noise_fraction=noise_fraction,
             ),
             seed,
         )
@@ -174,9 +177,10 @@ class ModelSearch:
         self._idle.setdefault(searcher.batch_size, []).append(searcher)
 
     @torch.no_grad()
-    def start(self, obs: np.ndarray, noise: np.ndarray | None, seed: int) -> SearchJob:
+    def start(self, obs: np.ndarray, noise: np.ndarray | None, seed: int,
+              noise_fraction: np.ndarray | None = None) -> SearchJob:
         """Initial inference and tree set-up for obs (B, *obs_shape); step the job with `advance`."""
-        return SearchJob(self, obs, noise, seed)
+        return SearchJob(self, obs, noise, seed, noise_fraction)
 
     async def run_pipelined(self, requests: list[SearchRequest], executor: Executor) -> list[SearchOutput]:
         """Run several searches with their device work in `executor` (one worker thread): while one job's
@@ -184,7 +188,8 @@ class ModelSearch:
         loop = asyncio.get_running_loop()
 
         async def drive(request: SearchRequest) -> SearchOutput:
-            job = await loop.run_in_executor(executor, self.start, request.obs, request.noise, request.seed)
+            job = await loop.run_in_executor(executor, self.start, request.obs, request.noise, request.seed,
+                                             request.noise_fraction)
             while not job.done:
                 leaf = job.select()
                 job.expand(await loop.run_in_executor(executor, job.infer, leaf))
@@ -194,9 +199,11 @@ class ModelSearch:
         return list(await asyncio.gather(*(drive(r) for r in requests)))
 
     @torch.no_grad()
-    def run(self, obs: np.ndarray, noise: np.ndarray | None, seed: int) -> SearchOutput:
-        """Full search for obs (B, *obs_shape) with optional root noise (B, A)."""
-        job = self.start(obs, noise, seed)
+    def run(self, obs: np.ndarray, noise: np.ndarray | None, seed: int,
+            noise_fraction: np.ndarray | None = None) -> SearchOutput:
+        """Full search for obs (B, *obs_shape) with optional root noise (B, A), mixed in with each root's
+        `noise_fraction` (B,) (None: the config's exploration fraction)."""
+        job = self.start(obs, noise, seed, noise_fraction)
         while not job.advance():
             pass
         assert job.output is not None

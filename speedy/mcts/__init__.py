@@ -14,7 +14,13 @@ if "NUMBA_CACHE_DIR" not in os.environ:
         sys.modules["numba"].config.CACHE_DIR = os.environ["NUMBA_CACHE_DIR"]
 
 from speedy.mcts.engine import Searcher, compile_info, run_search  # noqa: E402
-from speedy.mcts.policy import dirichlet_noise, greedy_actions, sample_actions, visit_distribution  # noqa: E402
+from speedy.mcts.policy import (  # noqa: E402
+    dirichlet_noise,
+    greedy_actions,
+    sample_actions,
+    self_play_actions,
+    visit_distribution,
+)
 from speedy.mcts.types import (  # noqa: E402
     ExpansionBatch,
     LeafBatch,
@@ -35,5 +41,6 @@ __all__ = [
     "greedy_actions",
     "run_search",
     "sample_actions",
+    "self_play_actions",
     "visit_distribution",
 ]

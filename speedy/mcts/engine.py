@@ -76,6 +76,7 @@ class Searcher:
             root_q=np.zeros((b, a), dtype=np.float32),
         )
         self._no_noise = np.zeros((1, 1), dtype=np.float32)
+        self._fraction = np.full(batch_size, config.exploration_fraction, dtype=np.float32)
         self._simulation = 0
         self._selected = False
         self._begun = False
@@ -95,11 +96,11 @@ class Searcher:
             )
         self.rng_state[:] = seed_states(seed, batch)
         noise = self._no_noise if roots.noise is None else _f32(roots.noise)
+        fraction = self._fraction if roots.noise_fraction is None else _f32(roots.noise_fraction)
         kernels.init_roots(
             self.children_index, self.children_prior, self.visit_count, self.value_sum,
             self.value_prefix, self.is_reset, self.parent, self.action, self.depth, self.bounds,
-            _f32(roots.value_prefix), _f32(roots.policy_logits), noise, roots.noise is not None,
-            float(self.config.exploration_fraction),
+            _f32(roots.value_prefix), _f32(roots.policy_logits), noise, roots.noise is not None, fraction,
         )
         self._simulation = 0
         self._selected = False

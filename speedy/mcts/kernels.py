@@ -159,7 +159,8 @@ def init_roots(
 ):
     """Make node 0 of every tree a root: priors softmax(logits) (mixed with noise), visit count 1.
 
-    root_value_prefix (B,) float32; logits (B, A) float32; noise (B, A) float32 (read if use_noise).
+    root_value_prefix (B,) float32; logits (B, A) float32; noise (B, A) float32 (read if use_noise); fraction (B,)
+    float32, each root's weight of its noise (0: that root's priors are the network's).
     """
     _, batch, num_actions = children_index.shape
     scratch = np.empty(num_actions, np.float64)
@@ -168,7 +169,8 @@ def init_roots(
         for a in range(num_actions):
             p = scratch[a]
             if use_noise:
-                p = p * (1.0 - fraction) + np.float64(noise[b, a]) * fraction
+                f = np.float64(fraction[b])
+                p = p * (1.0 - f) + np.float64(noise[b, a]) * f
             children_prior[0, b, a] = np.float32(p)
             children_index[0, b, a] = -1
         visit_count[0, b] = 1

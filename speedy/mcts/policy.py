@@ -49,6 +49,17 @@ def greedy_actions(visit_counts: np.ndarray) -> np.ndarray:
     return np.argmax(_check_counts(visit_counts), axis=1).astype(np.int64)
 
 
+def self_play_actions(visit_counts: np.ndarray, temperature: float, greedy: np.ndarray,
+                      rng: np.random.Generator) -> np.ndarray:
+    """(B,) int64 actions: sampled at `temperature` (sample_actions, one draw per row whatever `greedy`), and the
+    most-visited action on the rows where `greedy` (B,) bool is set."""
+    actions = sample_actions(visit_counts, temperature, rng)
+    greedy = np.asarray(greedy, bool)
+    if greedy.any():
+        actions[greedy] = greedy_actions(np.asarray(visit_counts)[greedy])
+    return actions
+
+
 def dirichlet_noise(rng: np.random.Generator, batch: int, num_actions: int, alpha: float) -> np.ndarray:
     """(batch, num_actions) float32 Dirichlet(alpha, ..., alpha) samples, one row per root."""
     if batch < 0 or num_actions < 1:

@@ -192,7 +192,8 @@ def run_search(
     for b in range(batch):
         root = Node(prior=1.0, slot=0)
         noise = None if roots.noise is None else roots.noise[b]
-        expand(root, roots.value_prefix[b], roots.policy_logits[b], noise, config.exploration_fraction)
+        fraction = config.exploration_fraction if roots.noise_fraction is None else float(roots.noise_fraction[b])
+        expand(root, roots.value_prefix[b], roots.policy_logits[b], noise, fraction)
         root.visit_count = 1
         trees.append(root)
     bounds = [MinMax() for _ in range(batch)]

@@ -52,11 +52,14 @@ class RootBatch:
     policy_logits: (B, A) float32.
     noise: (B, A) float32 Dirichlet samples mixed into the root priors with weight
         `exploration_fraction`, or None for no noise (evaluation, reanalysis).
+    noise_fraction: (B,) float32 in [0, 1], each root's own weight of its noise instead of `exploration_fraction`
+        (0: no noise at that root, e.g. an env that plays greedily), or None.
     """
 
     value_prefix: np.ndarray
     policy_logits: np.ndarray
     noise: np.ndarray | None = None
+    noise_fraction: np.ndarray | None = None
 
 
 @dataclass
@@ -117,6 +120,12 @@ def check_roots(roots: RootBatch) -> tuple[int, int]:
         raise ValueError(f"RootBatch.value_prefix must have shape ({batch},), got {np.shape(roots.value_prefix)}")
     if roots.noise is not None and np.shape(roots.noise) != (batch, actions):
         raise ValueError(f"RootBatch.noise must have shape ({batch}, {actions}), got {np.shape(roots.noise)}")
+    if roots.noise_fraction is not None:
+        fraction = np.asarray(roots.noise_fraction)
+        if fraction.shape != (batch,):
+            raise ValueError(f"RootBatch.noise_fraction must have shape ({batch},), got {fraction.shape}")
+        if not np.all((fraction >= 0) & (fraction <= 1)):
+            raise ValueError("RootBatch.noise_fraction must be in [0, 1]")
     if not np.all(np.isfinite(logits)):
         raise ValueError("RootBatch.policy_logits contains NaN or inf")
     return batch, actions

@@ -13,9 +13,9 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
-from speedy.components import env_options, search_config, self_play_temperature
+from speedy.components import env_options, greedy_env_mask, root_noise_fraction, search_config, self_play_temperature
 from speedy.envs import make_vector_env
-from speedy.mcts import dirichlet_noise, sample_actions, visit_distribution
+from speedy.mcts import dirichlet_noise, self_play_actions, visit_distribution
 from speedy.roles.context import Periodic, RoleContext, acting_slot
 from speedy.roles.messages import Outbox
 from speedy.search import ModelSearch, SearchRequest
@@ -42,15 +42,18 @@ def may_collect(ctx: RoleContext) -> bool:
 
 
 async def search_choices(ctx: RoleContext, search: ModelSearch, plays: list[SelfPlay], executor: ThreadPoolExecutor,
-                         temperature: float, rng: np.random.Generator) -> list[tuple[np.ndarray, np.ndarray]]:
-    """Search every env group (pipelined) → per group: actions (N,) sampled at `temperature` and the visit
-    distributions (N, A) stored as policy targets."""
+                         temperature: float, greedy: list[np.ndarray],
+                         rng: np.random.Generator) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Search every env group (pipelined) → per group: actions (N,) sampled at `temperature` (the most-visited one
+    and no root noise where that group's `greedy` (N,) bool is set) and the visit distributions (N, A) stored as
+    policy targets."""
     alpha = ctx.config.mcts.dirichlet_alpha
     requests = [SearchRequest(p.observation(), dirichlet_noise(rng, p.env.num_envs, ctx.task.num_actions, alpha),
-                              int(rng.integers(2**31))) for p in plays]
+                              int(rng.integers(2**31)), root_noise_fraction(ctx.config, g))
+                for p, g in zip(plays, greedy, strict=True)]
     outputs = await ctx.timed_search(search, search.run_pipelined(requests, executor))
-    return [(sample_actions(out.visit_counts, temperature, rng), visit_distribution(out.visit_counts, 1.0))
-            for out in outputs]
+    return [(self_play_actions(out.visit_counts, temperature, g, rng), visit_distribution(out.visit_counts, 1.0))
+            for out, g in zip(outputs, greedy, strict=True)]
 
 
 async def run_actor(ctx: RoleContext) -> None:
@@ -62,6 +65,7 @@ async def run_actor(ctx: RoleContext) -> None:
     envs = [make_vector_env(config.env.id, int(n), seed=seed + g, mode="train", **env_options(config))
             for g, n in enumerate(sizes)]
     plays = [SelfPlay(env, frames, index, ctx.layout, seed + g) for g, env in enumerate(envs)]
+    greedy = np.split(greedy_env_mask(config), np.cumsum(sizes)[:-1])  # per group: envs that play greedily
     model = ctx.new_model()
     version = await ctx.wait_for_weights(model, acting_slot(config))
     search = ModelSearch(model, search_config(config, ctx.task), ctx.device)
@@ -88,7 +92,7 @@ async def run_actor(ctx: RoleContext) -> None:
             if ctx.train_steps() == 0:  # before training starts, act uniformly at random (EfficientZero)
                 choices = [random_policy(p.env.num_envs, ctx.task.num_actions, rng) for p in plays]
             else:
-                choices = await search_choices(ctx, search, plays, executor, temperature, rng)
+                choices = await search_choices(ctx, search, plays, executor, temperature, greedy, rng)
             for play, (actions, policies) in zip(plays, choices, strict=True):
                 with ctx.row.timed("busy_env"):
                     blocks, stats = play.step(actions, policies, ctx.total_env_steps())

@@ -4,7 +4,9 @@ import json
 from pathlib import Path
 
 import pytest
+import torch
 
+from speedy.checkpoint import load_latest
 from speedy.config import build_config
 from speedy.inline import run_inline
 from speedy.metrics import read_metrics
@@ -37,6 +39,22 @@ def test_cartpole_inline_smoke(tmp_path):
     summary = run_inline(config, tmp_path, log=False)
     assert summary.train_steps == 100
     _check_run_dir(tmp_path, summary)
+
+
+def test_cartpole_inline_with_greedy_envs_and_averaged_acting_weights(tmp_path):
+    """actor.greedy_envs and train.acting_ema_decay wired through inline mode: it trains, and the checkpoint keeps
+    the average beside (and apart from) the trained weights."""
+    config = build_config("cartpole", overrides=[
+        *TINY_MODEL, "run.max_env_steps=300", "train.training_steps=60", "run.max_train_steps=60",
+        "replay.block_length=16", "replay.start_env_steps=64", "train.batch_size=16", "eval.episodes=2",
+        "eval.interval=30", "mcts.num_simulations=4", "eval.num_simulations=4", "run.stop_eval_return=0",
+        "actor.num_envs=4", "actor.greedy_envs=2", "train.acting_ema_decay=0.9",
+    ])
+    summary = run_inline(config, tmp_path, log=False)
+    assert summary.train_steps == 60
+    _check_run_dir(tmp_path, summary)
+    record = load_latest(tmp_path / "checkpoint.pt", "cpu")
+    assert any(not torch.equal(record["acting_model"][k], v) for k, v in record["model"].items())
 
 
 @pytest.mark.timeout(240)

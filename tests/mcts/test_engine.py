@@ -63,6 +63,10 @@ def test_bad_shapes_raise_value_errors() -> None:
         searcher.begin(RootBatch(np.zeros(3, np.float32), np.zeros((2, 3), np.float32), None), 0)
     with pytest.raises(ValueError, match="noise"):
         searcher.begin(RootBatch(np.zeros(2, np.float32), np.zeros((2, 3), np.float32), np.ones((2, 2))), 0)
+    with pytest.raises(ValueError, match="noise_fraction"):
+        searcher.begin(RootBatch(np.zeros(2, np.float32), np.zeros((2, 3), np.float32), None, np.ones(3)), 0)
+    with pytest.raises(ValueError, match="noise_fraction"):
+        searcher.begin(RootBatch(np.zeros(2, np.float32), np.zeros((2, 3), np.float32), None, np.full(2, 1.5)), 0)
     searcher.begin(make_roots(2, 3, 0), 0)
     searcher.select()
     bad = ExpansionBatch(np.zeros(2, np.float32), np.zeros(2, np.float32), np.zeros((2, 4), np.float32))

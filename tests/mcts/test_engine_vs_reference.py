@@ -58,3 +58,23 @@ def test_engine_matches_reference_with_noise() -> None:
     got = engine_search(roots, TableNet(1, actions), config, 11)
     np.testing.assert_array_equal(got.visit_counts, expected.visit_counts)
     np.testing.assert_allclose(got.root_value, expected.root_value, rtol=1e-5, atol=1e-6)
+
+
+def test_per_root_noise_fraction_matches_reference_and_zero_means_no_noise() -> None:
+    """Roots 0 and 2 explore with weight 0.25, 1 with 0.6, 3 not at all: engine = reference, and root 3 searches
+    exactly as it does with no noise anywhere (the greedy envs of actor.greedy_envs)."""
+    rng = np.random.default_rng(3)
+    batch, actions = 4, 3
+    logits = rng.normal(size=(batch, actions)).astype(np.float32)
+    noise = rng.dirichlet(np.full(actions, 0.3), size=batch).astype(np.float32)
+    fraction = np.array([0.25, 0.6, 0.25, 0.0], np.float32)
+    roots = RootBatch(np.zeros(batch, np.float32), logits, noise, fraction)
+    config = SearchConfig(num_simulations=25)
+    expected = ref.run_search(roots, TableNet(5, actions), config, 13)
+    got = engine_search(roots, TableNet(5, actions), config, 13)
+    np.testing.assert_array_equal(got.visit_counts, expected.visit_counts)
+    np.testing.assert_allclose(got.root_value, expected.root_value, rtol=1e-5, atol=1e-6)
+    plain = engine_search(RootBatch(np.zeros(batch, np.float32), logits, None), TableNet(5, actions), config, 13)
+    np.testing.assert_array_equal(got.visit_counts[3], plain.visit_counts[3])
+    uniform = engine_search(RootBatch(np.zeros(batch, np.float32), logits, noise), TableNet(5, actions), config, 13)
+    np.testing.assert_array_equal(got.visit_counts[[0, 2]], uniform.visit_counts[[0, 2]])  # None = the config's 0.25

@@ -5,7 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from speedy.mcts import dirichlet_noise, greedy_actions, sample_actions, visit_distribution
+from speedy.components import greedy_env_mask, root_noise_fraction
+from speedy.config import ConfigError, build_config
+from speedy.mcts import dirichlet_noise, greedy_actions, sample_actions, self_play_actions, visit_distribution
 from speedy.mcts.rng import draw_below, seed_states
 
 
@@ -59,3 +61,25 @@ def test_rng_streams_are_deterministic_and_distinct() -> None:
     assert set(draws) == {0, 1, 2}
     assert all(abs(draws.count(k) / 3000 - 1 / 3) < 0.05 for k in range(3))
     np.testing.assert_array_equal(a[1:], b[1:])  # other streams untouched
+
+
+def test_self_play_actions_greedy_rows_take_the_most_visited_and_keep_the_random_stream() -> None:
+    counts = np.tile(np.array([[4, 1, 5]]), (4000, 1))
+    greedy = np.zeros(4000, bool)
+    greedy[::2] = True
+    actions = self_play_actions(counts, 1.0, greedy, np.random.default_rng(0))
+    assert (actions[greedy] == 2).all()
+    sampled = sample_actions(counts, 1.0, np.random.default_rng(0))  # one draw per row either way
+    np.testing.assert_array_equal(actions[~greedy], sampled[~greedy])
+    assert abs((actions[~greedy] == 0).mean() - 0.4) < 0.03
+
+
+def test_greedy_envs_are_an_actors_last_and_play_without_root_noise() -> None:
+    config = build_config("cartpole", overrides=["actor.num_envs=5", "actor.greedy_envs=2",
+                                                 "mcts.exploration_fraction=0.25"])
+    mask = greedy_env_mask(config)
+    assert mask.tolist() == [False, False, False, True, True]
+    np.testing.assert_array_equal(root_noise_fraction(config, mask), np.array([0.25, 0.25, 0.25, 0, 0], np.float32))
+    assert not greedy_env_mask(build_config("cartpole")).any()
+    with pytest.raises(ConfigError, match="actor.greedy_envs"):
+        build_config("cartpole", overrides=["actor.num_envs=5", "actor.greedy_envs=6"])

@@ -100,11 +100,13 @@ def test_replay_paces_priority_refresh_sweeps_by_training_steps(tmp_path, no_lef
 def test_acting_roles_play_with_the_averaged_weights(tmp_path, no_leftovers):
     """train.acting_ema_decay > 0: the trainer publishes the Polyak average to its own slot, the actor, refresher and
     evaluator pull it, and the checkpoint keeps it beside the trained weights (which --evaluate then plays)."""
-    config = _cartpole_config(["train.training_steps=40", "train.acting_ema_decay=0.9", "roles.refreshers=1",
+    config = _cartpole_config(["train.training_steps=60", "train.acting_ema_decay=0.9", "roles.refreshers=1",
                                "roles.refresh_chunk=64", "eval.interval=20", "eval.episodes=2",
-                               "eval.num_simulations=2", "actor.weight_update_interval=5"])
+                               "eval.num_simulations=2", "actor.weight_update_interval=5",
+                               "actor.greedy_envs=1", "roles.search_groups=2",
+                               "train.env_steps_per_train_step=8"])  # bounded: the actor searches and pulls
     summary = run_single_box(config, tmp_path, log=False)
-    assert summary.train_steps == 40
+    assert summary.train_steps == 60
     roles = read_metrics(tmp_path / "metrics" / "agent.jsonl")[-1]["roles"]
     assert roles["actor0"]["weights_version"] >= 5 and roles["refresher0"]["items"] > 0
     evals = [r for r in read_metrics(tmp_path / "metrics" / "evaluator.jsonl") if "mean_return" in r]
