@@ -119,8 +119,10 @@ def run_seed(preset: str, seed: int, inline: bool, overrides: list[str], run_dir
 
             run_single_box(config, run_dir, log=False)
     finally:
-        if _BENCHMARK_PID and os.getppid() != _BENCHMARK_PID:
-            os._exit(130)  # a worker whose benchmark died: its run has cleaned up; nobody will take the result
+        if _BENCHMARK_PID and (_STOPPED or os.getppid() != _BENCHMARK_PID):
+            # A stopped worker, or one whose benchmark died: its run has cleaned up. Exit rather than return, or
+            # the pool hands this worker the next seed it had already queued.
+            os._exit(130)
     return str(run_dir)
 
 

@@ -133,3 +133,35 @@ def test_killing_the_benchmark_ends_its_parallel_runs(tmp_path: Path):
     _, alive = psutil.wait_procs(workers, timeout=15)
     assert not alive, [p.cmdline() for p in alive]
     assert not segments() - before
+
+
+@pytest.mark.timeout(120)
+def test_sigterm_of_parallel_runs_starts_no_queued_seed(tmp_path: Path):
+    """SIGTERM of a `--jobs 2` benchmark with 4 seeds: both running seeds stop, and the workers exit instead of
+    taking the seeds the pool had already queued (they used to run seeds 2 and 3 after the stop)."""
+    import signal
+    import time
+
+    import psutil
+
+    def segments() -> set[str]:
+        return {p.name for p in Path("/dev/shm").iterdir() if p.name.startswith("speedy_")}
+
+    before = segments()
+    root = tmp_path / "runs"
+    cmd = [sys.executable, str(REPO / "tools" / "learning_benchmark.py"), "--preset", "cartpole", "--inline",
+           "--seeds", "0", "1", "2", "3", "--jobs", "2", "--run-root", str(root),
+           "--set", "run.max_env_steps=100000", "--set", "replay.start_env_steps=200"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    deadline = time.time() + 60
+    while len(list(root.glob("*/metrics/train.jsonl"))) < 2 and time.time() < deadline:
+        time.sleep(0.2)
+    workers = psutil.Process(proc.pid).children(recursive=True)
+    assert len(list(root.glob("*/metrics/train.jsonl"))) == 2 and workers
+    proc.send_signal(signal.SIGTERM)
+    out, _ = proc.communicate(timeout=60)
+    assert proc.returncode == 130 and "stopped: the runs in progress were told to stop" in out, out[-3000:]
+    _, alive = psutil.wait_procs(workers, timeout=15)
+    assert not alive, [p.cmdline() for p in alive]
+    assert sorted(p.name for p in root.iterdir()) == ["cartpole-inline-s0", "cartpole-inline-s1"]
+    assert not segments() - before
