@@ -42,15 +42,15 @@ def may_collect(ctx: RoleContext) -> bool:
 
 
 async def search_choices(ctx: RoleContext, search: ModelSearch, plays: list[SelfPlay], executor: ThreadPoolExecutor,
-                         temperature: float, greedy: list[np.ndarray],
+                         temperature: float, greedy: list[np.ndarray], noise_fractions: list[np.ndarray],
                          rng: np.random.Generator) -> list[tuple[np.ndarray, np.ndarray]]:
     """Search every env group (pipelined) → per group: actions (N,) sampled at `temperature` (the most-visited one
-    and no root noise where that group's `greedy` (N,) bool is set) and the visit distributions (N, A) stored as
-    policy targets."""
+    and no root noise where that group's `greedy` (N,) bool is set; `noise_fractions` (N,) per group, from
+    root_noise_fraction) and the visit distributions (N, A) stored as policy targets."""
     alpha = ctx.config.mcts.dirichlet_alpha
     requests = [SearchRequest(p.observation(), dirichlet_noise(rng, p.env.num_envs, ctx.task.num_actions, alpha),
-                              int(rng.integers(2**31)), root_noise_fraction(ctx.config, g))
-                for p, g in zip(plays, greedy, strict=True)]
+                              int(rng.integers(2**31)), f)
+                for p, f in zip(plays, noise_fractions, strict=True)]
     outputs = await ctx.timed_search(search, search.run_pipelined(requests, executor))
     return [(self_play_actions(out.visit_counts, temperature, g, rng), visit_distribution(out.visit_counts, 1.0))
             for out, g in zip(outputs, greedy, strict=True)]
@@ -66,6 +66,7 @@ async def run_actor(ctx: RoleContext) -> None:
             for g, n in enumerate(sizes)]
     plays = [SelfPlay(env, frames, index, ctx.layout, seed + g) for g, env in enumerate(envs)]
     greedy = np.split(greedy_env_mask(config), np.cumsum(sizes)[:-1])  # per group: envs that play greedily
+    noise_fractions = [root_noise_fraction(config, g) for g in greedy]
     model = ctx.new_model()
     version = await ctx.wait_for_weights(model, acting_slot(config))
     search = ModelSearch(model, search_config(config, ctx.task), ctx.device)
@@ -92,7 +93,8 @@ async def run_actor(ctx: RoleContext) -> None:
             if ctx.train_steps() == 0:  # before training starts, act uniformly at random (EfficientZero)
                 choices = [random_policy(p.env.num_envs, ctx.task.num_actions, rng) for p in plays]
             else:
-                choices = await search_choices(ctx, search, plays, executor, temperature, greedy, rng)
+                choices = await search_choices(ctx, search, plays, executor, temperature, greedy, noise_fractions,
+                                               rng)
             for play, (actions, policies) in zip(plays, choices, strict=True):
                 with ctx.row.timed("busy_env"):
                     blocks, stats = play.step(actions, policies, ctx.total_env_steps())

@@ -106,33 +106,43 @@ def test_sigterm_stops_the_benchmark_not_just_its_current_run(tmp_path: Path, mo
     assert sorted(p.name for p in root.iterdir()) == [f"cartpole-{'inline' if mode else 'multi-process'}-s0"]
 
 
-@pytest.mark.timeout(120)
-def test_killing_the_benchmark_ends_its_parallel_runs(tmp_path: Path):
-    """SIGKILL of a `--jobs 2` benchmark: both seeds' runs stop within seconds and leave no shared memory."""
-    import signal
+def _segments() -> set[str]:
+    return {p.name for p in Path("/dev/shm").iterdir() if p.name.startswith("speedy_")}
+
+
+def _two_runs_training(proc: subprocess.Popen, root: Path) -> list:
+    """Wait (up to 60 s) until two of the benchmark's runs train; returns its worker processes (psutil)."""
     import time
 
     import psutil
 
-    def segments() -> set[str]:
-        return {p.name for p in Path("/dev/shm").iterdir() if p.name.startswith("speedy_")}
-
-    before = segments()
-    root = tmp_path / "runs"
-    cmd = [sys.executable, str(REPO / "tools" / "learning_benchmark.py"), "--preset", "cartpole", "--inline",
-           "--seeds", "0", "1", "--jobs", "2", "--run-root", str(root),
-           "--set", "run.max_env_steps=100000", "--set", "replay.start_env_steps=200"]
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.time() + 60
     while len(list(root.glob("*/metrics/train.jsonl"))) < 2 and time.time() < deadline:
         time.sleep(0.2)
     workers = psutil.Process(proc.pid).children(recursive=True)
     assert len(list(root.glob("*/metrics/train.jsonl"))) == 2 and workers
+    return workers
+
+
+@pytest.mark.timeout(120)
+def test_killing_the_benchmark_ends_its_parallel_runs(tmp_path: Path):
+    """SIGKILL of a `--jobs 2` benchmark: both seeds' runs stop within seconds and leave no shared memory."""
+    import signal
+
+    import psutil
+
+    before = _segments()
+    root = tmp_path / "runs"
+    cmd = [sys.executable, str(REPO / "tools" / "learning_benchmark.py"), "--preset", "cartpole", "--inline",
+           "--seeds", "0", "1", "--jobs", "2", "--run-root", str(root),
+           "--set", "run.max_env_steps=100000", "--set", "replay.start_env_steps=200"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    workers = _two_runs_training(proc, root)
     proc.send_signal(signal.SIGKILL)
     proc.wait(10)
     _, alive = psutil.wait_procs(workers, timeout=15)
     assert not alive, [p.cmdline() for p in alive]
-    assert not segments() - before
+    assert not _segments() - before
 
 
 @pytest.mark.timeout(120)
@@ -140,28 +150,20 @@ def test_sigterm_of_parallel_runs_starts_no_queued_seed(tmp_path: Path):
     """SIGTERM of a `--jobs 2` benchmark with 4 seeds: both running seeds stop, and the workers exit instead of
     taking the seeds the pool had already queued (they used to run seeds 2 and 3 after the stop)."""
     import signal
-    import time
 
     import psutil
 
-    def segments() -> set[str]:
-        return {p.name for p in Path("/dev/shm").iterdir() if p.name.startswith("speedy_")}
-
-    before = segments()
+    before = _segments()
     root = tmp_path / "runs"
     cmd = [sys.executable, str(REPO / "tools" / "learning_benchmark.py"), "--preset", "cartpole", "--inline",
            "--seeds", "0", "1", "2", "3", "--jobs", "2", "--run-root", str(root),
            "--set", "run.max_env_steps=100000", "--set", "replay.start_env_steps=200"]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    deadline = time.time() + 60
-    while len(list(root.glob("*/metrics/train.jsonl"))) < 2 and time.time() < deadline:
-        time.sleep(0.2)
-    workers = psutil.Process(proc.pid).children(recursive=True)
-    assert len(list(root.glob("*/metrics/train.jsonl"))) == 2 and workers
+    workers = _two_runs_training(proc, root)
     proc.send_signal(signal.SIGTERM)
     out, _ = proc.communicate(timeout=60)
     assert proc.returncode == 130 and "stopped: the runs in progress were told to stop" in out, out[-3000:]
     _, alive = psutil.wait_procs(workers, timeout=15)
     assert not alive, [p.cmdline() for p in alive]
     assert sorted(p.name for p in root.iterdir()) == ["cartpole-inline-s0", "cartpole-inline-s1"]
-    assert not segments() - before
+    assert not _segments() - before
