@@ -366,24 +366,43 @@ def device_profiles(records: dict[str, list[dict[str, Any]]], t0: float, start: 
     return out
 
 
-def _device_note(diagnosis: Diagnosis, config: dict[str, Any], devices: Sequence[DeviceProfile]) -> str:
-    """For a bottleneck in training or inference on node 0's GPU: how busy that GPU was, and what it means."""
+def _bottleneck_gpu(diagnosis: Diagnosis, config: dict[str, Any],
+                    devices: Sequence[DeviceProfile]) -> DeviceProfile | None:
+    """For a bottleneck in training or inference: the node-0 GPU that work runs on (None: a CPU run, or no
+    utilization figures)."""
     if diagnosis.stage not in ("busy_train", "busy_inference"):
-        return ""
+        return None
     wanted = str(config.get("train", {}).get("device", "auto"))
     if wanted == "cpu":
-        return ""
+        return None
     local = [d for d in devices if d.node == "node0" and d.busy_mean is not None]
     if wanted.startswith("cuda:"):
         position = int(wanted.split(":", 1)[1])  # the CUDA position among the visible GPUs, which `local` lists
         local = local[position:position + 1]
-    if not local:
+    return local[0] if local else None
+
+
+def _device_note(gpu: DeviceProfile | None) -> str:
+    """How busy the bottleneck's GPU was, and what it means (empty without one)."""
+    if gpu is None or gpu.busy_mean is None:
         return ""
-    gpu = local[0]
     if gpu.busy_mean >= BUSY:
         return f"; {gpu.device} ({gpu.name}) runs kernels {_pct(gpu.busy_mean)} of the time: the GPU is the limit"
     return (f"; {gpu.device} ({gpu.name}) runs kernels only {_pct(gpu.busy_mean)} of the time: the work is bound by "
             f"the CPU side (Python, kernel launches, copies), not by the GPU")
+
+
+def _gpu_bound_advice(gpu: DeviceProfile, kinds: dict[str, KindProfile], rings: Sequence[RingProfile]) -> str:
+    """Advice for a trainer whose GPU is saturated: CPU threads cannot help; the inference processes that share the
+    GPU (named with their counts) and the batches ring's fill say what to take off it."""
+    sharing = {k: v.instances for k, v in kinds.items() if k in ("actor", "reanalyzer", "refresher", "evaluator")}
+    others = ", ".join(f"{n} {k}{'s' if n > 1 else ''}" for k, n in sorted(sharing.items()))
+    batches = next((r for r in rings if r.name == "batches"), None)
+    full = (f"; the batches ring is {_pct(batches.mean)} full, so fewer reanalyzers would still keep the trainer fed"
+            if batches is not None and batches.mean >= 0.5 else "")
+    return (f"not roles.trainer_threads: {gpu.device} is busy {_pct(gpu.busy_mean or 0.0)} of the time, shared by "
+            f"the trainer and {sum(sharing.values())} inference processes ({others}){full}. Give the trainer more "
+            f"of the GPU (fewer inference processes on it, train.mixed_precision) or a GPU of its own")
 
 
 def _interval_work(by_time: dict[float, dict[str, Any]], lo: float, hi: float) -> float | None:
@@ -465,9 +484,12 @@ def analyze(run_dir: str | Path, window: tuple[float | None, float | None] = (No
         note = _contention_note([p for p in processes if p.kind == diagnosis.bottleneck], cores, loads)
     diagnosis.evidence += note
     devices = device_profiles(records, t0, start, end)
-    diagnosis.evidence += _device_note(diagnosis, config, devices)
+    gpu = _bottleneck_gpu(diagnosis, config, devices)
+    diagnosis.evidence += _device_note(gpu)
     found = interference(rows, start, end)
-    if diagnosis.bottleneck == "trainer" and found:
+    if diagnosis.bottleneck == "trainer" and gpu is not None and (gpu.busy_mean or 0.0) >= BUSY:
+        diagnosis.advice = _gpu_bound_advice(gpu, kinds, rings)
+    elif diagnosis.bottleneck == "trainer" and found:
         diagnosis.advice = _interference_advice(found[0], diagnosis)
     elif diagnosis.bottleneck == "trainer":
         plan = next((r["plan"] for r in agent if "plan" in r), {})

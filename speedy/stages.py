@@ -41,11 +41,15 @@ class Span:
     start: float
     credited: float = 0.0
     elapsed: float = 0.0
+    closed: bool = False
+    split_credited: float = 0.0  # `credited` and elapsed seconds up to the last split (later splits take the rest)
+    split_elapsed: float = 0.0
 
     def split(self, parts: dict[str, float]) -> None:
-        """After the block: move the share `seconds / max(elapsed, Σ seconds)` of its credited time from its stage
-        to each named stage (e.g. the tree and inference seconds a search measured inside it). Parts that sum to
-        more than the elapsed time ran concurrently; the excess goes to `overlap`."""
+        """Move the share `seconds / max(elapsed, Σ seconds)` of the time credited since the last split from the
+        block's stage to each named stage (e.g. the tree and inference seconds a search measured in that time).
+        Parts that sum to more than the elapsed time ran concurrently; the excess goes to `overlap`. Called after
+        the block, or during it with the seconds measured so far (a long block then reads right while it runs)."""
         self.clock.reattribute(self, parts)
 
 
@@ -108,7 +112,7 @@ class StageClock:
         finally:
             with self._lock:
                 self._advance()
-                span.elapsed = self._last - span.start
+                span.elapsed, span.closed = self._last - span.start, True
                 stack = self._lanes[key]
                 stack.remove(span)
                 if not stack:
@@ -116,13 +120,19 @@ class StageClock:
 
     def reattribute(self, span: Span, parts: dict[str, float]) -> None:
         """See `Span.split`."""
-        total = sum(parts.values())
-        scale = max(span.elapsed, total)
-        if scale <= 0:
-            return
         with self._lock:
+            if not span.closed:
+                self._advance()
+            elapsed = span.elapsed if span.closed else self._last - span.start
+            credited = span.credited - span.split_credited
+            window = elapsed - span.split_elapsed
+            span.split_credited, span.split_elapsed = span.credited, elapsed
+            total = sum(parts.values())
+            scale = max(window, total)
+            if scale <= 0:
+                return
             for stage, seconds in parts.items():
-                moved = span.credited * max(0.0, seconds) / scale
+                moved = credited * max(0.0, seconds) / scale
                 self._add(span.stage, -moved)
                 self._add(stage, moved)
-            self._add("overlap", max(0.0, total - span.elapsed))
+            self._add("overlap", max(0.0, total - window))

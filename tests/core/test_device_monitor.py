@@ -145,3 +145,26 @@ def test_a_cpu_run_has_no_gpu_figures(tmp_path: Path):
                 [{"time": t0, "step": 0, "config": {"train": {"device": "cpu"}}}, *rows])
     profile = analyze(tmp_path)
     assert profile.devices == [] and "kernels" not in format_report(profile)
+
+
+def test_a_trainer_on_a_saturated_gpu_is_not_told_to_add_cpu_threads(tmp_path: Path):
+    """As the H200 check saw it: the trainer trains 90 % of the time, the GPU it shares with 8 reanalyzers runs kernels
+    95 % of the time and cores are idle. More trainer threads cannot help; the advice names the GPU's other users and
+    the full batches ring instead."""
+    t0 = 1000.0
+    snapshots = []
+    for i, t in enumerate((t0, t0 + 10, t0 + 20, t0 + 30)):
+        roles = {"trainer": board_row(t, {"busy_train": 9.0 * i, "wait_input": 0.2 * i}, train_steps=10 * i)}
+        roles |= {f"reanalyzer{k}": board_row(t, {"busy_inference": 8.0 * i, "busy_tree": 1.0 * i}, items=5 * i)
+                  for k in range(8)}
+        snapshots.append({"time": t, "step": 10 * i, "cores": 16, "devices": {"gpu0": _gpu(0.95, 10, 40.0)},
+                          "rings": {"batches": {"mean": 0.94, "max": 1.0}}, "roles": roles})
+    write_jsonl(tmp_path / "metrics" / "agent.jsonl",
+                [{"time": t0, "step": 0, "config": {"train": {"batch_size": 8, "device": "auto"}},
+                  "plan": {"threads": {"trainer": 2}}}, *snapshots])
+    diagnosis = analyze(tmp_path).diagnosis
+    assert diagnosis.bottleneck == "trainer" and "the GPU is the limit" in diagnosis.evidence
+    assert "roles.trainer_threads=" not in diagnosis.advice
+    assert "not roles.trainer_threads: gpu0 is busy 95 %" in diagnosis.advice
+    assert "8 inference processes (8 reanalyzers)" in diagnosis.advice
+    assert "batches ring is 94 % full" in diagnosis.advice

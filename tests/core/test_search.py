@@ -82,14 +82,19 @@ def test_inference_processes_split_the_gpu_share():
 
 
 def test_inference_memory_cap_accepts_an_unindexed_cuda_device():
-    """On a GPU machine: 'cuda' (what train.device = auto resolves to) caps the allocator without an index error."""
+    """On a GPU machine: 'cuda' (what train.device = auto resolves to) caps the allocator without an index error. The
+    specs are built and the CPU path is called before the skip, so a change of their signatures fails here on CI
+    too (the H200 check of 2026-11-27 found this test calling RoleSpec without `threads`)."""
     import pytest
 
     from speedy.roles.context import RolePlan, RoleSpec, cap_inference_memory
 
+    plan = RolePlan(actors=1, reanalyzers=1, refreshers=0)
+    reanalyzer = RoleSpec("reanalyzer", 0, "r", "/tmp", {}, plan, threads=1)
+    trainer = RoleSpec("trainer", 0, "r", "/tmp", {}, plan, threads=1)
+    cap_inference_memory(reanalyzer, 0.6, torch.device("cpu"))  # CPU runs are never capped
     if not torch.cuda.is_available():
         pytest.skip("needs a CUDA device")
-    plan = RolePlan(actors=1, reanalyzers=1, refreshers=0)
-    cap_inference_memory(RoleSpec("reanalyzer", 0, "r", "/tmp", {}, plan), 0.6, torch.device("cuda"))
-    cap_inference_memory(RoleSpec("trainer", 0, "r", "/tmp", {}, plan), 0.6, torch.device("cuda"))  # not capped
+    cap_inference_memory(reanalyzer, 0.6, torch.device("cuda"))
+    cap_inference_memory(trainer, 0.6, torch.device("cuda"))  # not capped
     torch.cuda.set_per_process_memory_fraction(1.0, torch.cuda.current_device())

@@ -80,6 +80,23 @@ def test_split_moves_the_measured_parts_and_counts_overlap():
     assert _stage_sum(totals) == pytest.approx(6.0)
 
 
+def test_a_long_block_split_while_it_runs_reads_right_before_it_ends():
+    """An evaluation of many searched steps is one long block: splits during it move what was measured so far, so a
+    reader mid-block sees tree and inference time, not one stage; the final split takes only the rest."""
+    clock, now, totals = _clock()
+    with clock.timed("busy_env") as span:
+        now.t = 10.0
+        span.split({"busy_inference": 6.0, "busy_tree": 1.0})  # mid-block: the first 10 s
+        assert (totals["busy_inference"], totals["busy_tree"], totals["busy_env"]) == pytest.approx((6, 1, 3))
+        now.t = 20.0
+        span.split({"busy_inference": 8.0, "busy_tree": 0.0})  # the next 10 s only
+    now.t = 21.0  # after the block: other
+    clock.flush()
+    span.split({})  # a split after the last one and the block's end moves nothing
+    assert (totals["busy_inference"], totals["busy_tree"], totals["busy_env"]) == pytest.approx((14, 1, 5))
+    assert totals["overlap"] == 0.0 and _stage_sum(totals) == pytest.approx(21.0)
+
+
 def test_unknown_stage_is_refused():
     clock, _, _ = _clock()
     with pytest.raises(ValueError, match="unknown stage"), clock.timed("busy_trees"):
