@@ -104,7 +104,11 @@ def test_acting_roles_play_with_the_averaged_weights(tmp_path, no_leftovers):
                                "roles.refresh_chunk=64", "eval.interval=20", "eval.episodes=2",
                                "eval.num_simulations=2", "actor.weight_update_interval=5",
                                "actor.greedy_envs=1", "roles.search_groups=2",
-                               "train.env_steps_per_train_step=8"])  # bounded: the actor searches and pulls
+                               "train.env_steps_per_train_step=8",  # bounded: the actor searches and pulls
+                               # the trainer is not bound by the actor: at full speed it could end all 60 steps
+                               # before the actor's first pull (CI on a fast host did, twice); 50 ms per step gives
+                               # the actor 3 s to search and pull
+                               "roles.slow_trainer_s=0.05"])
     summary = run_single_box(config, tmp_path, log=False)
     assert summary.train_steps == 60
     roles = read_metrics(tmp_path / "metrics" / "agent.jsonl")[-1]["roles"]
