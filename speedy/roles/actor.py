@@ -14,6 +14,7 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 
 from speedy.components import env_options, greedy_env_mask, root_noise_fraction, search_config, self_play_temperature
+from speedy.config import Config
 from speedy.envs import make_vector_env
 from speedy.mcts import dirichlet_noise, self_play_actions, visit_distribution
 from speedy.roles.context import Periodic, RoleContext, acting_slot
@@ -24,33 +25,42 @@ from speedy.shm.frames import FrameStore
 from speedy.shm.mux import mux_writer
 
 
-def may_collect(ctx: RoleContext) -> bool:
-    """The data/update bound: env steps stay below start + ratio · train steps. Before the first training step the
-    bound also leaves room for the transitions not yet emitted as blocks (each env holds up to L + K + n), so replay
-    surely reaches `replay.start_env_steps`; without it, actors acting at random would spend the env-step budget
-    while the trainer starts up. While replay holds fewer than `replay.start_env_steps` positions (a restarted
-    replay, a run resumed without its buffer) actors always collect, or nothing could ever refill it."""
-    config = ctx.config
+def collect_allowed(config: Config, env_steps: int, train_steps: int, replay_positions: int, replay_restarted: bool,
+                    room: int) -> bool:
+    """The data/update bound: whether actors may step their envs with `env_steps` (all actors' total) taken,
+    `train_steps` done and `replay_positions` held by replay. Env steps stay below start + ratio · train steps.
+    Before the first training step the bound also leaves `room` for the transitions not yet emitted as blocks (each
+    env holds up to L + K + n), so replay surely reaches `replay.start_env_steps`; that bound holds even while replay
+    has not ingested them yet (a replay slow to start must not let actors spend the env-step budget acting at
+    random, and hold actors past the bound for the whole run). A replay holding fewer than `replay.start_env_steps`
+    positions once training has started, or after a restart, lost its buffer (killed, or a run resumed without it):
+    actors then always collect, or nothing could refill it."""
     ratio = config.train.env_steps_per_train_step
-    if ratio == 0 or ctx.board.get("replay", "items") < config.replay.start_env_steps:
-        return True  # unbounded, or a replay that lost its buffer (restarted, resumed after a crash) must refill
-    train_steps = ctx.train_steps()
-    limit = config.replay.start_env_steps + ratio * train_steps
+    start = config.replay.start_env_steps
+    if ratio == 0 or (replay_positions < start and (train_steps > 0 or replay_restarted)):
+        return True
     if train_steps == 0:
-        limit += config.actor.num_envs * ctx.spec.plan.actors * (ctx.layout.block_length + ctx.layout.lookahead)
-    return ctx.total_env_steps() < limit
+        return env_steps < start + room
+    return env_steps < start + ratio * train_steps
+
+
+def may_collect(ctx: RoleContext) -> bool:
+    """collect_allowed with this run's board: every actor's env steps, the trainer's steps, replay's positions."""
+    room = ctx.config.actor.num_envs * ctx.spec.plan.actors * (ctx.layout.block_length + ctx.layout.lookahead)
+    return collect_allowed(ctx.config, ctx.total_env_steps(), ctx.train_steps(), int(ctx.board.get("replay", "items")),
+                           ctx.board.get("replay", "restarts") > 0, room)
 
 
 async def search_choices(ctx: RoleContext, search: ModelSearch, plays: list[SelfPlay], executor: ThreadPoolExecutor,
-                         temperature: float, greedy: list[np.ndarray], noise_fractions: list[np.ndarray],
+                         temperature: float, greedy: list[np.ndarray],
                          rng: np.random.Generator) -> list[tuple[np.ndarray, np.ndarray]]:
     """Search every env group (pipelined) → per group: actions (N,) sampled at `temperature` (the most-visited one
-    and no root noise where that group's `greedy` (N,) bool is set; `noise_fractions` (N,) per group, from
-    root_noise_fraction) and the visit distributions (N, A) stored as policy targets."""
+    and no root noise where that group's `greedy` (N,) bool is set) and the visit distributions (N, A) stored as
+    policy targets."""
     alpha = ctx.config.mcts.dirichlet_alpha
     requests = [SearchRequest(p.observation(), dirichlet_noise(rng, p.env.num_envs, ctx.task.num_actions, alpha),
-                              int(rng.integers(2**31)), f)
-                for p, f in zip(plays, noise_fractions, strict=True)]
+                              int(rng.integers(2**31)), root_noise_fraction(ctx.config, g))
+                for p, g in zip(plays, greedy, strict=True)]
     outputs = await ctx.timed_search(search, search.run_pipelined(requests, executor))
     return [(self_play_actions(out.visit_counts, temperature, g, rng), visit_distribution(out.visit_counts, 1.0))
             for out, g in zip(outputs, greedy, strict=True)]
@@ -65,11 +75,12 @@ async def run_actor(ctx: RoleContext) -> None:
     envs = [make_vector_env(config.env.id, int(n), seed=seed + g, mode="train", **env_options(config))
             for g, n in enumerate(sizes)]
     plays = [SelfPlay(env, frames, index, ctx.layout, seed + g) for g, env in enumerate(envs)]
-    greedy = np.split(greedy_env_mask(config), np.cumsum(sizes)[:-1])  # per group: envs that play greedily
-    noise_fractions = [root_noise_fraction(config, g) for g in greedy]
     model = ctx.new_model()
     version = await ctx.wait_for_weights(model, acting_slot(config))
     search = ModelSearch(model, search_config(config, ctx.task), ctx.device)
+    # Before the first env step: a first search that compiles while the trainer trains would leave this actor on its
+    # first weights for the seconds it takes (the trainer does not wait for actors)
+    search.warm_up([p.observation() for p in plays])
     blocks_out = Outbox(mux_writer(ctx.spec.run_id, "blocks", index), lambda: ctx.stopping)
     rng = np.random.default_rng(seed)
     budget = config.run.max_env_steps // ctx.spec.plan.actors
@@ -93,8 +104,9 @@ async def run_actor(ctx: RoleContext) -> None:
             if ctx.train_steps() == 0:  # before training starts, act uniformly at random (EfficientZero)
                 choices = [random_policy(p.env.num_envs, ctx.task.num_actions, rng) for p in plays]
             else:
-                choices = await search_choices(ctx, search, plays, executor, temperature, greedy, noise_fractions,
-                                               rng)
+                # per group: the envs that play as the evaluator does (actor.greedy_envs, from greedy_envs_from on)
+                greedy = np.split(greedy_env_mask(config, ctx.train_steps()), np.cumsum(sizes)[:-1])
+                choices = await search_choices(ctx, search, plays, executor, temperature, greedy, rng)
             for play, (actions, policies) in zip(plays, choices, strict=True):
                 with ctx.row.timed("busy_env"):
                     blocks, stats = play.step(actions, policies, ctx.total_env_steps())

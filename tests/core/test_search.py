@@ -32,6 +32,20 @@ def test_pipelined_searches_equal_sequential_ones():
         assert a.visit_counts.sum() == 5 * 12
 
 
+def test_warm_up_pools_a_searcher_per_batch_and_leaves_the_stage_seconds_alone():
+    """The actor's warm-up before its first env step: a search per batch size, results and seconds dropped, and the
+    searches after it give what they would have given without it."""
+    search, fresh = _search(), _search()
+    rng = np.random.default_rng(1)
+    obs = [rng.normal(size=(n, 4)).astype(np.float32) for n in (3, 4)]
+    assert search.warm_up(obs) > 0
+    assert search.tree_seconds == 0 and search.inference_seconds == 0
+    assert sorted(search._idle) == [3, 4] and all(len(pool) == 1 for pool in search._idle.values())
+    for o in obs:
+        np.testing.assert_array_equal(search.run(o, None, 7).visit_counts, fresh.run(o, None, 7).visit_counts)
+    assert search.tree_seconds > 0 and search.inference_seconds > 0
+
+
 def test_search_prefers_the_action_with_higher_value():
     """A stand-in dynamics where action 2 always leads to a high value: the search concentrates on it."""
     search = _search()

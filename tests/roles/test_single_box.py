@@ -58,6 +58,16 @@ def _cartpole_config(extra: list[str]):
     ])
 
 
+def _timeline(run_dir: Path, names: tuple[str, ...]) -> str:
+    """The roles' metric rows as seconds since the first row (a failure message: what each role did when)."""
+    keys = ("step", "env_steps", "weights_version", "busy_tree", "busy_inference", "busy_train", "wait_input",
+            "wait_output", "other", "event")
+    rows = [(r["time"], name, {k: r[k] for k in keys if k in r})
+            for name in names for r in read_metrics(run_dir / "metrics" / f"{name}.jsonl")]
+    start = min((t for t, _, _ in rows), default=0.0)
+    return "\n".join(f"{t - start:7.2f} s {name}: {values}" for t, name, values in sorted(rows, key=lambda r: r[0]))
+
+
 def _fraction(roles: dict, role: str, stage: str, seconds: float) -> float:
     return roles[role][stage] / seconds
 
@@ -106,13 +116,14 @@ def test_acting_roles_play_with_the_averaged_weights(tmp_path, no_leftovers):
                                "actor.greedy_envs=1", "roles.search_groups=2",
                                "train.env_steps_per_train_step=8",  # bounded: the actor searches and pulls
                                # the trainer is not bound by the actor: at full speed it could end all 60 steps
-                               # before the actor's first pull (CI on a fast host did, twice); 50 ms per step gives
-                               # the actor 3 s to search and pull
-                               "roles.slow_trainer_s=0.05"])
+                               # before the actor's first pull (CI did, on hosts fast and slow); 100 ms per step
+                               # gives the actor 6 s to search and pull
+                               "roles.slow_trainer_s=0.1"])
     summary = run_single_box(config, tmp_path, log=False)
     assert summary.train_steps == 60
     roles = read_metrics(tmp_path / "metrics" / "agent.jsonl")[-1]["roles"]
-    assert roles["actor0"]["weights_version"] >= 5 and roles["refresher0"]["items"] > 0
+    assert roles["actor0"]["weights_version"] >= 5, _timeline(tmp_path, ("actor0", "trainer"))
+    assert roles["refresher0"]["items"] > 0
     evals = [r for r in read_metrics(tmp_path / "metrics" / "evaluator.jsonl") if "mean_return" in r]
     assert evals and max(r["step"] for r in evals) >= 20  # the versions of the average it played
     record = load_latest(tmp_path / "checkpoint.pt", "cpu")
