@@ -123,10 +123,12 @@ def self_play_temperature(config: Config, train_steps: int) -> float:
                              config.actor.temperature_milestones)
 
 
-def greedy_env_mask(config: Config) -> np.ndarray:
-    """(actor.num_envs,) bool: which of an actor's envs play greedily (its last actor.greedy_envs)."""
+def greedy_env_mask(config: Config, train_steps: int) -> np.ndarray:
+    """(actor.num_envs,) bool: which of an actor's envs play greedily after `train_steps`: its last
+    actor.greedy_envs, from actor.greedy_envs_from × train.training_steps on (none before)."""
     mask = np.zeros(config.actor.num_envs, bool)
-    mask[config.actor.num_envs - config.actor.greedy_envs:] = True
+    if train_steps >= config.actor.greedy_envs_from * config.train.training_steps:
+        mask[config.actor.num_envs - config.actor.greedy_envs:] = True
     return mask
 
 

@@ -216,11 +216,15 @@ class ActorConfig:
     # (Ape-X-style per-env exploration). Replay then also holds the states the greedy policy runs into, which the
     # exploring envs, kept near the middle by their noise, rarely reach. 0 = every env explores (EfficientZero).
     greedy_envs: int = 0
+    # From this fraction of train.training_steps on the greedy envs play greedily; before it they explore as the others
+    # do (exploration first, the greedy policy's own states once there is a policy worth following). 0 = from the start.
+    greedy_envs_from: float = 0.0
 
     def validate(self) -> None:
         _check(self.num_envs >= 1, "actor.num_envs", self.num_envs, ">= 1")
         _check(0 <= self.greedy_envs <= self.num_envs, "actor.greedy_envs", self.greedy_envs,
                f"in [0, actor.num_envs = {self.num_envs}]")
+        _check(0 <= self.greedy_envs_from <= 1, "actor.greedy_envs_from", self.greedy_envs_from, "in [0, 1]")
         _check(len(self.temperature_schedule) == len(self.temperature_milestones) + 1,
                "actor.temperature_schedule", self.temperature_schedule,
                "one more entry than actor.temperature_milestones")

@@ -94,8 +94,6 @@ def run_inline(config: Config, run_dir: Path, log: bool = True) -> RunSummary:
     reanalyze_search = ModelSearch(reanalyze_model, search_config(config, spec), device)
     eval_search = ModelSearch(actor_model, search_config(config, spec, config.eval.num_simulations), device)
     settings = reanalyze_settings(config, spec)
-    greedy = greedy_env_mask(config)  # envs that play as the evaluator does (actor.greedy_envs)
-    noise_fraction = root_noise_fraction(config, greedy)
     metrics = {name: MetricsWriter(run_dir, name) for name in ("selfplay", "train", "eval")}
     metrics["agent"] = MetricsWriter(run_dir, "agent", tensorboard=False)
     metrics["agent"].write(0, {"event": "start", "host": host_summary(), "config": asdict(config)})
@@ -138,8 +136,10 @@ def run_inline(config: Config, run_dir: Path, log: bool = True) -> RunSummary:
                 if train_steps == 0:  # before training starts, act uniformly at random (EfficientZero)
                     actions, policies = random_policy(train_env.num_envs, spec.num_actions, rng)
                 else:
+                    greedy = greedy_env_mask(config, train_steps)  # envs that play as the evaluator does
                     noise = dirichlet_noise(rng, train_env.num_envs, spec.num_actions, config.mcts.dirichlet_alpha)
-                    out = actor_search.run(selfplay.observation(), noise, int(rng.integers(2**31)), noise_fraction)
+                    out = actor_search.run(selfplay.observation(), noise, int(rng.integers(2**31)),
+                                           root_noise_fraction(config, greedy))
                     actions = self_play_actions(out.visit_counts, temperature, greedy, rng)
                     policies = visit_distribution(out.visit_counts, 1.0)
                 blocks, stats = selfplay.step(actions, policies, env_steps)

@@ -77,9 +77,21 @@ def test_self_play_actions_greedy_rows_take_the_most_visited_and_keep_the_random
 def test_greedy_envs_are_an_actors_last_and_play_without_root_noise() -> None:
     config = build_config("cartpole", overrides=["actor.num_envs=5", "actor.greedy_envs=2",
                                                  "mcts.exploration_fraction=0.25"])
-    mask = greedy_env_mask(config)
+    mask = greedy_env_mask(config, 0)
     assert mask.tolist() == [False, False, False, True, True]
     np.testing.assert_array_equal(root_noise_fraction(config, mask), np.array([0.25, 0.25, 0.25, 0, 0], np.float32))
-    assert not greedy_env_mask(build_config("cartpole")).any()
+    assert not greedy_env_mask(build_config("cartpole"), 0).any()
     with pytest.raises(ConfigError, match="actor.greedy_envs"):
         build_config("cartpole", overrides=["actor.num_envs=5", "actor.greedy_envs=6"])
+
+
+def test_greedy_envs_explore_until_greedy_envs_from() -> None:
+    """actor.greedy_envs_from = 0.3 of 1,000 training steps: every env explores through step 299, the last 2 play
+    greedily from step 300 on."""
+    config = build_config("cartpole", overrides=["actor.num_envs=4", "actor.greedy_envs=2",
+                                                 "actor.greedy_envs_from=0.3", "train.training_steps=1000"])
+    assert not greedy_env_mask(config, 0).any() and not greedy_env_mask(config, 299).any()
+    assert greedy_env_mask(config, 300).tolist() == [False, False, True, True]
+    assert greedy_env_mask(config, 1000).tolist() == [False, False, True, True]
+    with pytest.raises(ConfigError, match="actor.greedy_envs_from"):
+        build_config("cartpole", overrides=["actor.greedy_envs_from=1.5"])
