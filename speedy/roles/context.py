@@ -183,14 +183,25 @@ class RoleContext:
                 return version
             await asyncio.sleep(0.05)
 
-    async def timed_search(self, search: ModelSearch, work: Awaitable[T], stage: str = "busy_tree") -> T:
-        """Await search work as one span of `stage`, then split it by the tree and inference seconds the search
-        measured (pipelined searches overlap the two; the excess is counted as `overlap`)."""
+    async def timed_search(self, search: ModelSearch, work: Awaitable[T], stage: str = "busy_tree",
+                           split_every_s: float = 1.0) -> T:
+        """Await search work as one span of `stage`, split by the tree and inference seconds the search measured
+        (pipelined searches overlap the two; the excess is counted as `overlap`). The split is redone every
+        `split_every_s` while the work runs, so a long span (a whole evaluation) reads right on the live board."""
+        task = asyncio.ensure_future(work)
         tree, inference = search.tree_seconds, search.inference_seconds
         with self.row.timed(stage) as span:
-            result = await work
-        span.split({"busy_tree": search.tree_seconds - tree, "busy_inference": search.inference_seconds - inference})
-        return result
+            try:
+                done = False
+                while not done:
+                    done = bool((await asyncio.wait({task}, timeout=split_every_s))[0])
+                    now_tree, now_inference = search.tree_seconds, search.inference_seconds
+                    span.split({"busy_tree": now_tree - tree, "busy_inference": now_inference - inference})
+                    tree, inference = now_tree, now_inference
+            finally:
+                if not task.done():
+                    task.cancel()
+        return task.result()
 
     def train_steps(self) -> int:
         return int(self.board.get("trainer", "train_steps"))
