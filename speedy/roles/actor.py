@@ -26,21 +26,22 @@ from speedy.shm.mux import mux_writer
 
 
 def collect_allowed(config: Config, env_steps: int, train_steps: int, replay_positions: int, replay_restarted: bool,
-                    room: int) -> bool:
+                    room: int, resumed_env_steps: int = 0) -> bool:
     """The data/update bound: whether actors may step their envs with `env_steps` (all actors' total) taken,
     `train_steps` done and `replay_positions` held by replay. Env steps stay below start + ratio · train steps.
-    Before the first training step the bound also leaves `room` for the transitions not yet emitted as blocks (each
-    env holds up to L + K + n), so replay surely reaches `replay.start_env_steps`; that bound holds even while replay
-    has not ingested them yet (a replay slow to start must not let actors spend the env-step budget acting at
-    random, and hold actors past the bound for the whole run). A replay holding fewer than `replay.start_env_steps`
-    positions once training has started, or after a restart, lost its buffer (killed, or a run resumed without it):
-    actors then always collect, or nothing could refill it."""
+    Before the first training step the bound is `resumed_env_steps` (a resumed run's credit, else 0) + start +
+    `room` for the transitions not yet emitted as blocks (each env holds up to L + K + n), so replay surely reaches
+    `replay.start_env_steps`; that bound holds even while replay has not ingested them yet (a replay slow to start
+    must not let actors spend the env-step budget acting at random, and hold actors past the bound for the whole
+    run). A replay holding fewer than `replay.start_env_steps` positions once training has started, or after a
+    restart, lost its buffer (killed, or a run resumed without it): actors then always collect, or nothing could
+    refill it."""
     ratio = config.train.env_steps_per_train_step
     start = config.replay.start_env_steps
     if ratio == 0 or (replay_positions < start and (train_steps > 0 or replay_restarted)):
         return True
     if train_steps == 0:
-        return env_steps < start + room
+        return env_steps < resumed_env_steps + start + room
     return env_steps < start + ratio * train_steps
 
 
@@ -48,7 +49,7 @@ def may_collect(ctx: RoleContext) -> bool:
     """collect_allowed with this run's board: every actor's env steps, the trainer's steps, replay's positions."""
     room = ctx.config.actor.num_envs * ctx.spec.plan.actors * (ctx.layout.block_length + ctx.layout.lookahead)
     return collect_allowed(ctx.config, ctx.total_env_steps(), ctx.train_steps(), int(ctx.board.get("replay", "items")),
-                           ctx.board.get("replay", "restarts") > 0, room)
+                           ctx.board.get("replay", "restarts") > 0, room, int(ctx.board.control("resumed_env_steps")))
 
 
 async def search_choices(ctx: RoleContext, search: ModelSearch, plays: list[SelfPlay], executor: ThreadPoolExecutor,

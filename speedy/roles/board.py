@@ -25,8 +25,10 @@ FIELDS = (
     "snapshot_serial", "priority_updates",
     *STAGES, *CONCURRENCY, "cpu",
 )
+# snapshot: serial of the replay snapshot the agent asks for (the replay row acks it); resumed_env_steps: the env
+# steps a resumed run credited its actors with (0 for a fresh run)
 CONTROLS = ("stop", "pause", "final_eval", "target_reached_env_steps", "target_reached_time", "start_time",
-            "snapshot")  # snapshot: serial of the replay snapshot the agent asks for (the replay row acks it)
+            "snapshot", "resumed_env_steps")
 _FIELD_INDEX = {name: i for i, name in enumerate(FIELDS)}
 _CONTROL_INDEX = {name: i for i, name in enumerate(CONTROLS)}
 

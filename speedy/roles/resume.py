@@ -122,6 +122,7 @@ def restore_shared_state(state: ResumeState, run_dir: Path, stores: list[FrameSt
     actors = len(stores)
     for i in range(actors):
         board.row(f"actor{i}").set("env_steps", credited // actors + (1 if i < credited % actors else 0))
+    board.set_control("resumed_env_steps", credited)  # the actors' data/update bound counts from here until training
 
 
 def save_frames(run_dir: Path, stores: list[FrameStore], serial: int = NO_SERIAL) -> Path:

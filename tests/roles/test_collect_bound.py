@@ -16,6 +16,12 @@ def test_before_training_actors_stop_at_start_plus_room_even_while_replay_has_no
     assert not collect_allowed(CONFIG, 700, 0, 500, False, ROOM)
 
 
+def test_a_run_resumed_before_its_first_training_step_counts_the_bound_from_its_credited_env_steps():
+    """Stopped before training with 900 env steps credited: 900 + 400 + 300 before the first training step."""
+    assert collect_allowed(CONFIG, 1_599, 0, 0, False, ROOM, resumed_env_steps=900)
+    assert not collect_allowed(CONFIG, 1_600, 0, 0, False, ROOM, resumed_env_steps=900)
+
+
 def test_after_the_first_training_step_env_steps_stay_below_start_plus_ratio_times_steps():
     assert collect_allowed(CONFIG, 419, 10, 600, False, ROOM)  # 400 + 2 · 10 = 420
     assert not collect_allowed(CONFIG, 420, 10, 600, False, ROOM)
