@@ -108,8 +108,11 @@ def run_inline(config: Config, run_dir: Path, log: bool = True) -> RunSummary:
     ratio = config.train.env_steps_per_train_step
     start_steps = config.replay.start_env_steps
 
+    evaluated_at = -1  # training step of the weights last evaluated
+
     def run_eval() -> EvalResult:
-        nonlocal reached
+        nonlocal reached, evaluated_at
+        evaluated_at = train_steps
         _sync(actor_model, learner.acting_model)
         result = evaluate(eval_env, eval_search, config.eval.episodes, seed=config.run.seed + 777 + train_steps)
         evals.append(result)
@@ -189,8 +192,9 @@ def run_inline(config: Config, run_dir: Path, log: bool = True) -> RunSummary:
                 print(f"[{elapsed:6.0f}s] env {env_steps} ({env_steps / elapsed:.0f}/s) train {train_steps} "
                       f"({train_steps / elapsed:.1f}/s) selfplay return {mean_ret} eval {last_eval} "
                       f"replay {replay.num_positions}", flush=True)
-        if not evals or evals[-1].mean_return < (config.run.stop_eval_return or float("inf")):
-            run_eval()
+        target = config.run.stop_eval_return or float("inf")
+        if evaluated_at != train_steps and (not evals or evals[-1].mean_return < target):
+            run_eval()  # the final weights, unless the last interval's evaluation already played them
         save_checkpoint(run_dir / "checkpoint.pt", {
             "model": model.state_dict(), "target_model": target_model.state_dict(),
             "acting_model": learner.acting_model.state_dict(),

@@ -62,9 +62,17 @@ class SeedRow:
 
 def eval_curve(records: Sequence[dict[str, Any]], start_time: float) -> list[EvalPoint]:
     """Evaluation records (metrics JSONL dicts with time, env_steps, mean_return) as points, minutes counted from
-    `start_time` (unix s); records without a mean return are skipped."""
-    return [EvalPoint(int(r["env_steps"]), (r["time"] - start_time) / 60, float(r["mean_return"]))
-            for r in records if "mean_return" in r]
+    `start_time` (unix s); records without a mean return are skipped, and so is a record of the same training step
+    (`step`: the weights evaluated) as the one before it: inline runs before 2026-11-27 wrote their final evaluation
+    twice when the last interval's evaluation was at the last step, and counting it twice skews the later-share."""
+    points: list[EvalPoint] = []
+    previous_step = None
+    for r in records:
+        if "mean_return" not in r or (r.get("step") is not None and r.get("step") == previous_step):
+            continue
+        previous_step = r.get("step")
+        points.append(EvalPoint(int(r["env_steps"]), (r["time"] - start_time) / 60, float(r["mean_return"])))
+    return points
 
 
 def seed_row(curve: Sequence[EvalPoint], threshold: float, *, seed: int, mode: str, env_steps: int,

@@ -39,6 +39,19 @@ def test_seed_row_first_reach_and_later_share():
     assert (row.env_steps, row.train_steps, row.minutes) == (10_000, 5_000, 6.0)
 
 
+def test_a_repeated_evaluation_of_the_same_weights_counts_once():
+    """An inline run that wrote its final evaluation twice (step 10,000 at 10,000 env steps): one point, so a seed
+    whose last evaluation missed is 0.5 (1/2), not 0.33 (1/3)."""
+    records = [{"time": 60.0, "step": 9_500, "env_steps": 9_500, "mean_return": 480.0},
+               {"time": 90.0, "step": 9_700, "env_steps": 9_700, "mean_return": 500.0},
+               {"time": 120.0, "step": 10_000, "env_steps": 10_000, "mean_return": 400.0},
+               {"time": 125.0, "step": 10_000, "env_steps": 10_000, "mean_return": 400.0}]
+    curve = eval_curve(records, 0.0)
+    assert [p.env_steps for p in curve] == [9_500, 9_700, 10_000]
+    row = seed_row(curve, 475.0, seed=0, mode="inline", env_steps=10_000, train_steps=10_000, minutes=2.1)
+    assert (row.later_hits, row.later_evals) == (1, 2)
+
+
 def test_seed_row_never_reached_and_reached_last():
     never = _row(1, 100.0, 474.9, 200.0)
     assert never.first_env_steps is None and never.first_minutes is None
