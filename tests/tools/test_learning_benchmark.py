@@ -77,8 +77,11 @@ def test_two_tiny_seeds_end_to_end(tmp_path: Path):
     assert [s["seed"] for s in report["seeds"]] == [0, 1] and report["summary"]["seeds"] == 2
     for seed in report["seeds"]:
         assert seed["mode"] == "inline" and seed["env_steps"] == 600 and seed["train_steps"] == 100
-        assert len(seed["curve"]) == 3  # at train steps 50 and 100, and the final one
+        assert len(seed["curve"]) == 2  # at train steps 50 and 100 (the final weights: not evaluated twice)
         assert seed["best_eval"] == max(p["mean_return"] for p in seed["curve"])
+    for seed in (0, 1):
+        evals = [json.loads(line) for line in (root / f"cartpole-inline-s{seed}" / "metrics" / "eval.jsonl").open()]
+        assert [r["step"] for r in evals if "mean_return" in r] == [50, 100]
 
 
 @pytest.mark.timeout(120)
