@@ -123,11 +123,17 @@ def self_play_temperature(config: Config, train_steps: int) -> float:
                              config.actor.temperature_milestones)
 
 
-def greedy_env_mask(config: Config, train_steps: int) -> np.ndarray:
-    """(actor.num_envs,) bool: which of an actor's envs play greedily after `train_steps`: its last
-    actor.greedy_envs, from actor.greedy_envs_from × train.training_steps on (none before)."""
+def greedy_envs_on(config: Config, train_steps: int) -> bool:
+    """Whether the greedy envs play greedily after `train_steps`: from actor.greedy_envs_from × train.training_steps
+    on (before it they explore as the others do)."""
+    return train_steps >= config.actor.greedy_envs_from * config.train.training_steps
+
+
+def greedy_env_mask(config: Config, on: bool) -> np.ndarray:
+    """(actor.num_envs,) bool: which of an actor's envs play greedily: its last actor.greedy_envs when `on`
+    (greedy_envs_on), none otherwise."""
     mask = np.zeros(config.actor.num_envs, bool)
-    if train_steps >= config.actor.greedy_envs_from * config.train.training_steps:
+    if on:
         mask[config.actor.num_envs - config.actor.greedy_envs:] = True
     return mask
 

@@ -26,6 +26,7 @@ from speedy.components import (
     env_options,
     frame_store_capacity,
     greedy_env_mask,
+    greedy_envs_on,
     reanalyze_settings,
     resolve_device,
     root_noise_fraction,
@@ -139,7 +140,8 @@ def run_inline(config: Config, run_dir: Path, log: bool = True) -> RunSummary:
                 if train_steps == 0:  # before training starts, act uniformly at random (EfficientZero)
                     actions, policies = random_policy(train_env.num_envs, spec.num_actions, rng)
                 else:
-                    greedy = greedy_env_mask(config, train_steps)  # envs that play as the evaluator does
+                    # envs that play as the evaluator does
+                    greedy = greedy_env_mask(config, greedy_envs_on(config, train_steps))
                     noise = dirichlet_noise(rng, train_env.num_envs, spec.num_actions, config.mcts.dirichlet_alpha)
                     out = actor_search.run(selfplay.observation(), noise, int(rng.integers(2**31)),
                                            root_noise_fraction(config, greedy))

@@ -13,7 +13,14 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
-from speedy.components import env_options, greedy_env_mask, root_noise_fraction, search_config, self_play_temperature
+from speedy.components import (
+    env_options,
+    greedy_env_mask,
+    greedy_envs_on,
+    root_noise_fraction,
+    search_config,
+    self_play_temperature,
+)
 from speedy.config import Config
 from speedy.envs import make_vector_env
 from speedy.mcts import dirichlet_noise, self_play_actions, visit_distribution
@@ -53,15 +60,15 @@ def may_collect(ctx: RoleContext) -> bool:
 
 
 async def search_choices(ctx: RoleContext, search: ModelSearch, plays: list[SelfPlay], executor: ThreadPoolExecutor,
-                         temperature: float, greedy: list[np.ndarray],
+                         temperature: float, greedy: list[np.ndarray], noise_fractions: list[np.ndarray],
                          rng: np.random.Generator) -> list[tuple[np.ndarray, np.ndarray]]:
     """Search every env group (pipelined) → per group: actions (N,) sampled at `temperature` (the most-visited one
-    and no root noise where that group's `greedy` (N,) bool is set) and the visit distributions (N, A) stored as
-    policy targets."""
+    and no root noise where that group's `greedy` (N,) bool is set; `noise_fractions` (N,) per group, from
+    root_noise_fraction) and the visit distributions (N, A) stored as policy targets."""
     alpha = ctx.config.mcts.dirichlet_alpha
     requests = [SearchRequest(p.observation(), dirichlet_noise(rng, p.env.num_envs, ctx.task.num_actions, alpha),
-                              int(rng.integers(2**31)), root_noise_fraction(ctx.config, g))
-                for p, g in zip(plays, greedy, strict=True)]
+                              int(rng.integers(2**31)), f)
+                for p, f in zip(plays, noise_fractions, strict=True)]
     outputs = await ctx.timed_search(search, search.run_pipelined(requests, executor))
     return [(self_play_actions(out.visit_counts, temperature, g, rng), visit_distribution(out.visit_counts, 1.0))
             for out, g in zip(outputs, greedy, strict=True)]
@@ -76,6 +83,13 @@ async def run_actor(ctx: RoleContext) -> None:
     envs = [make_vector_env(config.env.id, int(n), seed=seed + g, mode="train", **env_options(config))
             for g, n in enumerate(sizes)]
     plays = [SelfPlay(env, frames, index, ctx.layout, seed + g) for g, env in enumerate(envs)]
+
+    def greedy_groups(on: bool) -> tuple[list[np.ndarray], list[np.ndarray]]:
+        """Per group: the envs that play greedily (N,) bool and their root-noise fractions (N,)."""
+        masks = np.split(greedy_env_mask(config, on), np.cumsum(sizes)[:-1])
+        return masks, [root_noise_fraction(config, m) for m in masks]
+
+    greedy_phases = {on: greedy_groups(on) for on in (False, True)}  # actor.greedy_envs off / on (greedy_envs_from)
     model = ctx.new_model()
     version = await ctx.wait_for_weights(model, acting_slot(config))
     search = ModelSearch(model, search_config(config, ctx.task), ctx.device)
@@ -105,9 +119,9 @@ async def run_actor(ctx: RoleContext) -> None:
             if ctx.train_steps() == 0:  # before training starts, act uniformly at random (EfficientZero)
                 choices = [random_policy(p.env.num_envs, ctx.task.num_actions, rng) for p in plays]
             else:
-                # per group: the envs that play as the evaluator does (actor.greedy_envs, from greedy_envs_from on)
-                greedy = np.split(greedy_env_mask(config, ctx.train_steps()), np.cumsum(sizes)[:-1])
-                choices = await search_choices(ctx, search, plays, executor, temperature, greedy, rng)
+                greedy, noise_fractions = greedy_phases[greedy_envs_on(config, ctx.train_steps())]
+                choices = await search_choices(ctx, search, plays, executor, temperature, greedy, noise_fractions,
+                                               rng)
             for play, (actions, policies) in zip(plays, choices, strict=True):
                 with ctx.row.timed("busy_env"):
                     blocks, stats = play.step(actions, policies, ctx.total_env_steps())

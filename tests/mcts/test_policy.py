@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from speedy.components import greedy_env_mask, root_noise_fraction
+from speedy.components import greedy_env_mask, greedy_envs_on, root_noise_fraction
 from speedy.config import ConfigError, build_config
 from speedy.mcts import dirichlet_noise, greedy_actions, sample_actions, self_play_actions, visit_distribution
 from speedy.mcts.rng import draw_below, seed_states
@@ -77,10 +77,10 @@ def test_self_play_actions_greedy_rows_take_the_most_visited_and_keep_the_random
 def test_greedy_envs_are_an_actors_last_and_play_without_root_noise() -> None:
     config = build_config("cartpole", overrides=["actor.num_envs=5", "actor.greedy_envs=2",
                                                  "mcts.exploration_fraction=0.25"])
-    mask = greedy_env_mask(config, 0)
+    mask = greedy_env_mask(config, greedy_envs_on(config, 0))
     assert mask.tolist() == [False, False, False, True, True]
     np.testing.assert_array_equal(root_noise_fraction(config, mask), np.array([0.25, 0.25, 0.25, 0, 0], np.float32))
-    assert not greedy_env_mask(build_config("cartpole"), 0).any()
+    assert not greedy_env_mask(build_config("cartpole"), True).any()  # no greedy envs
     with pytest.raises(ConfigError, match="actor.greedy_envs"):
         build_config("cartpole", overrides=["actor.num_envs=5", "actor.greedy_envs=6"])
 
@@ -90,8 +90,9 @@ def test_greedy_envs_explore_until_greedy_envs_from() -> None:
     greedily from step 300 on."""
     config = build_config("cartpole", overrides=["actor.num_envs=4", "actor.greedy_envs=2",
                                                  "actor.greedy_envs_from=0.3", "train.training_steps=1000"])
-    assert not greedy_env_mask(config, 0).any() and not greedy_env_mask(config, 299).any()
-    assert greedy_env_mask(config, 300).tolist() == [False, False, True, True]
-    assert greedy_env_mask(config, 1000).tolist() == [False, False, True, True]
+    assert not greedy_env_mask(config, greedy_envs_on(config, 0)).any()
+    assert not greedy_env_mask(config, greedy_envs_on(config, 299)).any()
+    assert greedy_env_mask(config, greedy_envs_on(config, 300)).tolist() == [False, False, True, True]
+    assert greedy_env_mask(config, greedy_envs_on(config, 1000)).tolist() == [False, False, True, True]
     with pytest.raises(ConfigError, match="actor.greedy_envs_from"):
         build_config("cartpole", overrides=["actor.greedy_envs_from=1.5"])
