@@ -128,8 +128,10 @@ def test_resume_errors_are_one_line_with_exit_code_2(tmp_path):
 def test_kill_9_of_each_role_kind_once_and_the_run_still_finishes(tmp_path, no_leftovers):
     """SIGKILL replay, trainer, evaluator, a reanalyzer, a refresher and an actor, one after the other: each is
     restarted (and counted in the metrics and the summary), and the run trains to its limit."""
+    # 100 ms a training step: at full speed the trainer (not bound by the actors) ended all 400 steps before the last
+    # victim was killed (CI, 2026-11-27), and training could not "go on" after it
     agent = start_run(tmp_path, "--set", "roles.refreshers=1", "--set", "run.checkpoint_interval_steps=5",
-                      "--max-train-steps", "400")
+                      "--set", "roles.slow_trainer_s=0.1", "--max-train-steps", "400")
     victims = ["replay", "trainer", "evaluator", "reanalyzer0", "refresher0", "actor0"]
     try:
         wait_for(lambda: (r := agent_rows(tmp_path)) and r["trainer"]["train_steps"] > 5, 150, "training")
