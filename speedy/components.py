@@ -94,6 +94,7 @@ def search_config(config: Config, spec: EnvSpec, num_simulations: int | None = N
         lstm_horizon=m.lstm_horizon,
         dirichlet_alpha=m.dirichlet_alpha,
         exploration_fraction=m.exploration_fraction,
+        greedy_rule=m.greedy_action,
     )
 
 

@@ -99,6 +99,9 @@ class MctsConfig:
     exploration_fraction: float = 0.25
     value_delta_max: float = 0.01
     lstm_horizon: int = 5
+    # The greedy action of evaluation and of greedy self-play envs (speedy/mcts/policy.py): "visits" (the most
+    # visited root child, EfficientZero) or "completed_q" (Gumbel MuZero's argmax of prior logits + σ(Q)).
+    greedy_action: str = "visits"
 
     def validate(self) -> None:
         _check(self.num_simulations >= 1, "mcts.num_simulations", self.num_simulations, ">= 1")
@@ -106,6 +109,10 @@ class MctsConfig:
         _check(0 <= self.exploration_fraction <= 1, "mcts.exploration_fraction", self.exploration_fraction,
                "in [0, 1]")
         _check(self.lstm_horizon >= 1, "mcts.lstm_horizon", self.lstm_horizon, ">= 1")
+        from speedy.mcts.policy import GREEDY_RULES  # here: the config module imports nothing of speedy at load
+
+        _check(self.greedy_action in GREEDY_RULES, "mcts.greedy_action", self.greedy_action,
+               " or ".join(repr(r) for r in GREEDY_RULES))
 
 
 @dataclass
@@ -212,9 +219,10 @@ class ActorConfig:
     temperature_schedule: list[float] = field(default_factory=lambda: [1.0, 0.5, 0.25])
     temperature_milestones: list[float] = field(default_factory=lambda: [0.5, 0.75])  # × train.training_steps
     weight_update_interval: int = 10  # training steps between weight pulls (also the refreshers')
-    # Envs of each actor (its last ones) that play as the evaluator does: no root noise, the most-visited action
-    # (Ape-X-style per-env exploration). Replay then also holds the states the greedy policy runs into, which the
-    # exploring envs, kept near the middle by their noise, rarely reach. 0 = every env explores (EfficientZero).
+    # Envs of each actor (its last ones) that play as the evaluator does: no root noise, the greedy action
+    # (mcts.greedy_action) (Ape-X-style per-env exploration). Replay then also holds the states the greedy policy
+    # runs into, which the exploring envs, kept near the middle by their noise, rarely reach. 0 = every env explores
+    # (EfficientZero).
     greedy_envs: int = 0
     # From this fraction of train.training_steps on the greedy envs play greedily; before it they explore as the others
     # do (exploration first, the greedy policy's own states once there is a policy worth following). 0 = from the start.

@@ -1,4 +1,5 @@
-"""Evaluation: greedy MCTS (argmax of visit counts, no noise) on the evaluation protocol; raw scores and HNS."""
+"""Evaluation: greedy MCTS (the search's greedy action, `mcts.greedy_action`; no noise) on the evaluation protocol;
+raw scores and HNS."""
 
 from __future__ import annotations
 
@@ -11,7 +12,6 @@ from speedy.config import Config
 from speedy.envs import make_vector_env
 from speedy.envs.scores import human_normalized_score
 from speedy.envs.types import VectorEnv
-from speedy.mcts import greedy_actions
 from speedy.obs import FrameStacker
 from speedy.search import ModelSearch
 
@@ -39,8 +39,9 @@ def evaluate(env: VectorEnv, search: ModelSearch, episodes: int, seed: int,
              record: list[np.ndarray] | None = None, record_max_steps: int = 5_000) -> EvalResult:
     """Play `episodes` complete games with N = env.num_envs games in parallel (envs stop being counted once the
     requested number of games has started, so the result is not biased towards short games). Each action is the
-    argmax of the visit counts of a search without root noise. With `record`, env 0's frames (C, H, W) of its
-    first game are appended to it (the first `record_max_steps` + 1 of them)."""
+    greedy action (`mcts.greedy_action`: by default the argmax of the visit counts) of a search without root
+    noise. With `record`, env 0's frames (C, H, W) of its first game are appended to it (the first
+    `record_max_steps` + 1 of them)."""
     spec = env.spec
     stacker = FrameStacker(env.num_envs, spec.frame_stack, spec.frame_shape, spec.frame_dtype)
     first = env.reset(seed).frames
@@ -57,7 +58,7 @@ def evaluate(env: VectorEnv, search: ModelSearch, episodes: int, seed: int,
     step = 0
     while len(returns) < episodes:
         out = search.run(stacker.observation(), None, seed=seed + step)
-        result = env.step(greedy_actions(out.visit_counts))
+        result = env.step(out.greedy_action)
         step += 1
         over = result.game_over
         recording = recording and not over[0] and step <= record_max_steps

@@ -116,11 +116,18 @@ def check_record_path(path: str | Path) -> Path:
     return path
 
 
+def greedy_rule_words(config: Config) -> str:
+    """How the greedy action is chosen, in words (the protocol's rule is the argmax of the visit counts)."""
+    if config.mcts.greedy_action == "visits":
+        return "argmax of visit counts"
+    return f"mcts.greedy_action = {config.mcts.greedy_action!r}, NOT the protocol's argmax of visit counts"
+
+
 def protocol_line(config: Config, episodes: int) -> str:
     """The settings an evaluation used, in one line (with a warning if they are not the Atari 100k protocol)."""
     cap = config.env.max_frames_eval
     warn = "" if cap == PROTOCOL_MAX_FRAMES else f" (NOT the protocol's {PROTOCOL_MAX_FRAMES})"
-    return (f"protocol: {episodes} episodes, greedy (argmax of visit counts, {config.eval.num_simulations} "
+    return (f"protocol: {episodes} episodes, greedy ({greedy_rule_words(config)}, {config.eval.num_simulations} "
             f"simulations, no Dirichlet noise), cap {cap} raw frames{warn}, no episodic life, raw score, "
             f"up to 30 no-op starts, sticky actions {config.env.sticky_action_prob}")
 

@@ -145,7 +145,7 @@ def run_inline(config: Config, run_dir: Path, log: bool = True) -> RunSummary:
                     noise = dirichlet_noise(rng, train_env.num_envs, spec.num_actions, config.mcts.dirichlet_alpha)
                     out = actor_search.run(selfplay.observation(), noise, int(rng.integers(2**31)),
                                            root_noise_fraction(config, greedy))
-                    actions = self_play_actions(out.visit_counts, temperature, greedy, rng)
+                    actions = self_play_actions(out.visit_counts, temperature, greedy, rng, out.greedy_action)
                     policies = visit_distribution(out.visit_counts, 1.0)
                 blocks, stats = selfplay.step(actions, policies, env_steps)
                 for block in blocks:

@@ -17,7 +17,15 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from speedy.mcts import ExpansionBatch, LeafBatch, RootBatch, SearchConfig, Searcher
+from speedy.mcts import (
+    ExpansionBatch,
+    LeafBatch,
+    RootBatch,
+    SearchConfig,
+    Searcher,
+    completed_q_actions,
+    greedy_actions,
+)
 from speedy.model import EfficientZeroNet
 from speedy.model.network import InferenceOutput
 
@@ -40,6 +48,9 @@ class SearchOutput:
     visit_counts: np.ndarray  # (B, A) int32 root child visits
     root_value: np.ndarray  # (B,) float32 search value of the root
     network_value: np.ndarray  # (B,) float32 value predicted by initial inference
+    root_q: np.ndarray  # (B, A) float32 Q = r + γ·v of each root child (0 where unvisited)
+    prior_logits: np.ndarray  # (B, A) float32 the policy network's logits at the root (before any noise)
+    greedy_action: np.ndarray  # (B,) int64 the greedy action by the config's greedy_rule (speedy.mcts.policy)
 
 
 def as_tensor(obs: np.ndarray, device: torch.device) -> torch.Tensor:
@@ -66,6 +77,14 @@ def initial_inference(model: EfficientZeroNet, obs: np.ndarray, device: torch.de
     )
 
 
+def greedy_action(rule: str, visit_counts: np.ndarray, root_q: np.ndarray, prior_logits: np.ndarray,
+                  network_value: np.ndarray) -> np.ndarray:
+    """(B,) int64 greedy action of each root by `rule` (speedy.mcts.policy.GREEDY_RULES)."""
+    if rule == "completed_q":
+        return completed_q_actions(visit_counts, root_q, prior_logits, network_value)
+    return greedy_actions(visit_counts)
+
+
 class SearchJob:
     """One batched search in flight. Call `advance()` until it returns True, then read `output`."""
 
@@ -84,11 +103,12 @@ class SearchJob:
         self.hidden[0], self.cell[0] = root.lstm_state
         self.rows = torch.arange(batch, device=device)
         self.network_value = root.value.float().cpu().numpy()
+        self.prior_logits = root.policy_logits.float().cpu().numpy()
         self.searcher = search.searcher(batch)
         self.searcher.begin(
             RootBatch(
                 value_prefix=root.value_prefix.float().cpu().numpy(),
-                policy_logits=root.policy_logits.float().cpu().numpy(),
+                policy_logits=self.prior_logits,
                 noise=noise,
                 noise_fraction=noise_fraction,
             ),
@@ -150,10 +170,15 @@ class SearchJob:
     def _finish(self) -> None:
         if self.output is None:
             result = self.searcher.result()
+            visits, root_q = result.visit_counts.copy(), result.root_q.copy()
             self.output = SearchOutput(
-                visit_counts=result.visit_counts.copy(),
+                visit_counts=visits,
                 root_value=result.root_value.copy(),
                 network_value=self.network_value,
+                root_q=root_q,
+                prior_logits=self.prior_logits,
+                greedy_action=greedy_action(self.search.config.greedy_rule, visits, root_q, self.prior_logits,
+                                            self.network_value),
             )
             self.search.release(self.searcher)
 

@@ -1,5 +1,5 @@
 """Does the value function know what its own policy will get? Plays greedy evaluation games with a finished run's
-checkpoint (as the evaluator does: argmax of visits, no root noise) and prints, step by step, the network's value
+checkpoint (as the evaluator does: the greedy action, no root noise) and prints, step by step, the network's value
 v(s), the search's root value, the visits, and the discounted return the game actually paid from there on
 (G_t = Σ γ^i r_{t+i}, γ the run's discount per agent step); then per game how far v is from G (mean |v − G|,
 correlation, at the start and over the last steps).
@@ -34,7 +34,6 @@ from hostinfo import host_info  # noqa: E402
 from speedy.components import agent_discount, search_config, task_spec  # noqa: E402
 from speedy.evaluate import make_eval_env  # noqa: E402
 from speedy.evaluate_checkpoint import EvaluateError, load_agent  # noqa: E402
-from speedy.mcts import greedy_actions  # noqa: E402
 from speedy.obs import FrameStacker  # noqa: E402
 from speedy.search import ModelSearch  # noqa: E402
 from speedy.threads import flush_denormals  # noqa: E402
@@ -91,7 +90,7 @@ def play_traced(path: str | Path, seed: int, raw: bool = False) -> GameTrace:
         while np.isnan(score):
             frame = stacker.observation()[0]
             out = search.run(stacker.observation(), None, seed=seed + len(steps))
-            actions = greedy_actions(out.visit_counts)
+            actions = out.greedy_action
             result = env.step(actions)
             vector = frame.ndim == 1
             steps.append(Step(len(steps), [float(x) for x in frame[-4:]] if vector else [],

@@ -15,6 +15,8 @@ if "NUMBA_CACHE_DIR" not in os.environ:
 
 from speedy.mcts.engine import Searcher, compile_info, run_search  # noqa: E402
 from speedy.mcts.policy import (  # noqa: E402
+    GREEDY_RULES,
+    completed_q_actions,
     dirichlet_noise,
     greedy_actions,
     sample_actions,
@@ -30,6 +32,7 @@ from speedy.mcts.types import (  # noqa: E402
 )
 
 __all__ = [
+    "GREEDY_RULES",
     "ExpansionBatch",
     "LeafBatch",
     "RootBatch",
@@ -37,6 +40,7 @@ __all__ = [
     "SearchResult",
     "Searcher",
     "compile_info",
+    "completed_q_actions",
     "dirichlet_noise",
     "greedy_actions",
     "run_search",

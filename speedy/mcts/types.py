@@ -11,6 +11,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from speedy.mcts.policy import GREEDY_RULES
+
 
 @dataclass(frozen=True)
 class SearchConfig:
@@ -28,6 +30,7 @@ class SearchConfig:
     lstm_horizon: int = 5
     dirichlet_alpha: float = 0.3
     exploration_fraction: float = 0.25
+    greedy_rule: str = "visits"  # the greedy action: "visits" or "completed_q" (speedy.mcts.policy; not the engine's)
 
     def __post_init__(self) -> None:
         if self.num_simulations < 1:
@@ -42,6 +45,8 @@ class SearchConfig:
             raise ValueError(f"dirichlet_alpha must be > 0, got {self.dirichlet_alpha}")
         if not 0.0 <= self.exploration_fraction <= 1.0:
             raise ValueError(f"exploration_fraction must be in [0, 1], got {self.exploration_fraction}")
+        if self.greedy_rule not in GREEDY_RULES:
+            raise ValueError(f"greedy_rule must be one of {GREEDY_RULES}, got {self.greedy_rule!r}")
 
 
 @dataclass

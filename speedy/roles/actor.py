@@ -62,7 +62,7 @@ def may_collect(ctx: RoleContext) -> bool:
 async def search_choices(ctx: RoleContext, search: ModelSearch, plays: list[SelfPlay], executor: ThreadPoolExecutor,
                          temperature: float, greedy: list[np.ndarray], noise_fractions: list[np.ndarray],
                          rng: np.random.Generator) -> list[tuple[np.ndarray, np.ndarray]]:
-    """Search every env group (pipelined) → per group: actions (N,) sampled at `temperature` (the most-visited one
+    """Search every env group (pipelined) → per group: actions (N,) sampled at `temperature` (the greedy one
     and no root noise where that group's `greedy` (N,) bool is set; `noise_fractions` (N,) per group, from
     root_noise_fraction) and the visit distributions (N, A) stored as policy targets."""
     alpha = ctx.config.mcts.dirichlet_alpha
@@ -70,7 +70,8 @@ async def search_choices(ctx: RoleContext, search: ModelSearch, plays: list[Self
                               int(rng.integers(2**31)), f)
                 for p, f in zip(plays, noise_fractions, strict=True)]
     outputs = await ctx.timed_search(search, search.run_pipelined(requests, executor))
-    return [(self_play_actions(out.visit_counts, temperature, g, rng), visit_distribution(out.visit_counts, 1.0))
+    return [(self_play_actions(out.visit_counts, temperature, g, rng, out.greedy_action),
+             visit_distribution(out.visit_counts, 1.0))
             for out, g in zip(outputs, greedy, strict=True)]
 
 

@@ -41,6 +41,8 @@ def test_impossible_value_names_what_is_allowed():
         build_config(overrides=["replay.alpha=1.5"])
     with pytest.raises(ConfigError, match=r"model.norm = 'group' is not allowed: expected 'batch' or 'layer'"):
         build_config(overrides=["model.norm='group'"])
+    with pytest.raises(ConfigError, match=r"mcts.greedy_action = 'q' is not allowed: expected 'visits' or"):
+        build_config(overrides=["mcts.greedy_action='q'"])
 
 
 def test_run_file_errors_name_the_file(tmp_path):

@@ -1,10 +1,11 @@
 import asyncio
+import dataclasses
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import torch
 
-from speedy.mcts import SearchConfig
+from speedy.mcts import SearchConfig, completed_q_actions, greedy_actions
 from speedy.model import EfficientZeroNet, NetworkSpec
 from speedy.search import ModelSearch, SearchRequest
 
@@ -70,6 +71,23 @@ def test_search_prefers_the_action_with_higher_value():
     model.initial_inference = uniform_root
     out = search.run(np.zeros((2, 4), np.float32), None, seed=0)
     assert np.all(out.visit_counts.argmax(1) == 2)
+
+
+def test_the_greedy_action_follows_the_configured_rule():
+    """SearchOutput.greedy_action: the most-visited child by default; with "completed_q", Gumbel MuZero's rule on the
+    search's own root Q, prior logits and network value."""
+    rng = np.random.default_rng(3)
+    obs = rng.normal(size=(16, 4)).astype(np.float32)
+    by_visits = _search().run(obs, None, seed=5)
+    np.testing.assert_array_equal(by_visits.greedy_action, greedy_actions(by_visits.visit_counts))
+    search = _search()
+    search.config = dataclasses.replace(search.config, greedy_rule="completed_q")
+    out = search.run(obs, None, seed=5)
+    np.testing.assert_array_equal(out.visit_counts, by_visits.visit_counts)  # the rule changes the choice only
+    expected = completed_q_actions(out.visit_counts, out.root_q, out.prior_logits, out.network_value)
+    np.testing.assert_array_equal(out.greedy_action, expected)
+    assert out.root_q.shape == out.prior_logits.shape == (16, 3)
+    assert (out.greedy_action != by_visits.greedy_action).any()  # these random heads disagree somewhere
 
 
 def test_chunked_initial_inference_equals_one_call():

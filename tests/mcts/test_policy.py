@@ -7,7 +7,15 @@ import pytest
 
 from speedy.components import greedy_env_mask, greedy_envs_on, root_noise_fraction
 from speedy.config import ConfigError, build_config
-from speedy.mcts import dirichlet_noise, greedy_actions, sample_actions, self_play_actions, visit_distribution
+from speedy.mcts import (
+    completed_q_actions,
+    dirichlet_noise,
+    greedy_actions,
+    sample_actions,
+    self_play_actions,
+    visit_distribution,
+)
+from speedy.mcts.policy import completed_q
 from speedy.mcts.rng import draw_below, seed_states
 
 
@@ -33,6 +41,32 @@ def test_greedy_lowest_index_wins_ties() -> None:
     actions = greedy_actions(np.array([[3, 5, 5], [7, 1, 7], [0, 0, 1]]))
     assert actions.dtype == np.int64
     assert actions.tolist() == [1, 0, 2]
+
+
+def test_completed_q_hand_values_and_the_action_it_picks() -> None:
+    """Row 0: uniform prior, visits 3/1/0, Q 10/12, v̂ 9 → v_mix = (9 + 4 / (2/3) · (10 + 12) / 3) / 5 = 10.6 for
+    the unvisited child; q̂ = [0, 1, 0.3], σ = (50 + 3) · 0.1 · q̂ = [0, 5.3, 1.59]: action 1, where the visits say 0.
+    Row 1: logits 6 / 0, visits 4 / 1, Q 5.0 / 5.1: σ = [0, 5.4] cannot overcome the prior's 6: action 0.
+    Row 2: one visited child only, the others' v_mix equals its Q (v̂ = Q): q̂ all 0, the prior decides (action 2)."""
+    visits = np.array([[3, 1, 0], [4, 1, 0], [5, 0, 0]])
+    q = np.array([[10.0, 12.0, 0.0], [5.0, 5.1, 0.0], [7.0, 0.0, 0.0]], np.float32)
+    logits = np.array([[0.0, 0.0, 0.0], [6.0, 0.0, -50.0], [0.0, 1.0, 2.0]], np.float32)
+    value = np.array([9.0, 5.0, 7.0], np.float32)
+    completed = completed_q(visits, q, logits, value)
+    np.testing.assert_allclose(completed[0], [10.0, 12.0, 10.6], rtol=1e-6)
+    np.testing.assert_allclose(completed[2], [7.0, 7.0, 7.0], rtol=1e-6)
+    actions = completed_q_actions(visits, q, logits, value)
+    assert actions.dtype == np.int64
+    assert actions.tolist() == [1, 0, 2]
+    assert greedy_actions(visits).tolist() == [0, 0, 0]
+
+
+def test_self_play_greedy_rows_take_the_searchs_greedy_choice() -> None:
+    counts = np.array([[4, 1], [4, 1], [1, 4]])
+    choice = np.array([1, 1, 0])
+    greedy = np.array([True, False, True])
+    actions = self_play_actions(counts, 1.0, greedy, np.random.default_rng(0), choice)
+    assert actions[0] == 1 and actions[2] == 0
 
 
 def test_sample_actions_frequencies_and_zero_counts() -> None:
