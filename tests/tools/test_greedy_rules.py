@@ -1,0 +1,37 @@
+"""tools/greedy_rules.py: both greedy rules play a real (tiny) finished run's weights on the same games."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from speedy.config import build_config
+from speedy.inline import run_inline
+from tests.core.test_inline_smoke import TINY_MODEL
+from tests.tools.conftest import load_tool
+
+gr = load_tool("greedy_rules")
+
+
+@pytest.mark.timeout(120)
+def test_both_rules_play_a_finished_run(tmp_path: Path, capsys):
+    config = build_config("cartpole", overrides=[
+        *TINY_MODEL, "run.max_env_steps=300", "train.training_steps=20", "replay.block_length=16",
+        "replay.start_env_steps=64", "train.batch_size=8", "eval.episodes=1", "eval.interval=20",
+        "mcts.num_simulations=4", "eval.num_simulations=4", "run.stop_eval_return=0"])
+    run_inline(config, tmp_path, log=False)
+    assert gr.main([str(tmp_path), "--games", "3", "--threshold", "20", "--simulations", "6", "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    rows = report["results"]
+    assert [r["rule"] for r in rows] == ["visits", "completed_q"] and report["threshold"] == 20
+    for r in rows:
+        assert r["games"] == len(r["returns"]) == 3 and r["simulations"] == 6
+        assert r["mean_return"] == pytest.approx(sum(r["returns"]) / 3)
+        assert r["below_threshold"] == sum(x < 20 for x in r["returns"]) and r["min_return"] == min(r["returns"])
+    # games of one seed are the same games: a replay gives the same returns
+    agent = gr.load_agent(tmp_path, gr.torch.device("cpu"), atari_only=False)
+    assert gr.play_with_rule(agent, "visits", 3, 777, 6) == rows[0]["returns"]
+    assert gr.main([str(tmp_path / "nowhere")]) == 2
+    assert "does not exist" in capsys.readouterr().err
