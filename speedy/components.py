@@ -95,6 +95,7 @@ def search_config(config: Config, spec: EnvSpec, num_simulations: int | None = N
         dirichlet_alpha=m.dirichlet_alpha,
         exploration_fraction=m.exploration_fraction,
         greedy_rule=m.greedy_action,
+        policy_target_rule=m.policy_target,
     )
 
 

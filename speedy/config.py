@@ -102,6 +102,9 @@ class MctsConfig:
     # The greedy action of evaluation and of greedy self-play envs (speedy/mcts/policy.py): "visits" (the most
     # visited root child, EfficientZero) or "completed_q" (Gumbel MuZero's argmax of prior logits + σ(Q)).
     greedy_action: str = "visits"
+    # The policy target stored by self-play and reanalysis: "visits" (the visit distribution, EfficientZero) or
+    # "completed_q" (Gumbel MuZero's softmax(prior logits + σ(Q))).
+    policy_target: str = "visits"
 
     def validate(self) -> None:
         _check(self.num_simulations >= 1, "mcts.num_simulations", self.num_simulations, ">= 1")
@@ -111,8 +114,9 @@ class MctsConfig:
         _check(self.lstm_horizon >= 1, "mcts.lstm_horizon", self.lstm_horizon, ">= 1")
         from speedy.mcts.policy import GREEDY_RULES  # here: the config module imports nothing of speedy at load
 
-        _check(self.greedy_action in GREEDY_RULES, "mcts.greedy_action", self.greedy_action,
-               " or ".join(repr(r) for r in GREEDY_RULES))
+        for key in ("greedy_action", "policy_target"):
+            _check(getattr(self, key) in GREEDY_RULES, f"mcts.{key}", getattr(self, key),
+                   " or ".join(repr(r) for r in GREEDY_RULES))
 
 
 @dataclass

@@ -38,7 +38,7 @@ from speedy.config import Config
 from speedy.envs import make_vector_env
 from speedy.evaluate import EvalResult, evaluate
 from speedy.learner import Learner
-from speedy.mcts import dirichlet_noise, self_play_actions, visit_distribution
+from speedy.mcts import dirichlet_noise, self_play_actions
 from speedy.metrics import MetricsWriter
 from speedy.reanalyze import compute_targets, refresh_all_priorities, sample_windows
 from speedy.replay import ReplayBuffer
@@ -146,7 +146,7 @@ def run_inline(config: Config, run_dir: Path, log: bool = True) -> RunSummary:
                     out = actor_search.run(selfplay.observation(), noise, int(rng.integers(2**31)),
                                            root_noise_fraction(config, greedy))
                     actions = self_play_actions(out.visit_counts, temperature, greedy, rng, out.greedy_action)
-                    policies = visit_distribution(out.visit_counts, 1.0)
+                    policies = out.policy_target
                 blocks, stats = selfplay.step(actions, policies, env_steps)
                 for block in blocks:
                     replay.add(block)

@@ -18,7 +18,7 @@ import numpy as np
 import torch
 
 from speedy.losses import TrainingBatch
-from speedy.mcts import dirichlet_noise, visit_distribution
+from speedy.mcts import dirichlet_noise
 from speedy.model import EfficientZeroNet
 from speedy.obs import merge_stack
 from speedy.replay import BlockLayout, ReplayBuffer, SampledPositions
@@ -181,7 +181,7 @@ def compute_targets(
         obs = merge_stack(frames.get(stacks.reshape(num_re * (K + 1), s)))
         noise = dirichlet_noise(rng, num_re * (K + 1), layout.num_actions, settings.dirichlet_alpha)
         out = search.run(obs, noise, seed=int(rng.integers(2**31)))
-        policy[:num_re] = visit_distribution(out.visit_counts, 1.0).reshape(num_re, K + 1, -1)
+        policy[:num_re] = out.policy_target.reshape(num_re, K + 1, -1)
     policy *= mask[..., None]
     return BatchTargets(
         index=windows.index,

@@ -24,7 +24,9 @@ from speedy.mcts import (
     SearchConfig,
     Searcher,
     completed_q_actions,
+    completed_q_policy,
     greedy_actions,
+    visit_distribution,
 )
 from speedy.model import EfficientZeroNet
 from speedy.model.network import InferenceOutput
@@ -51,6 +53,7 @@ class SearchOutput:
     root_q: np.ndarray  # (B, A) float32 Q = r + γ·v of each root child (0 where unvisited)
     prior_logits: np.ndarray  # (B, A) float32 the policy network's logits at the root (before any noise)
     greedy_action: np.ndarray  # (B,) int64 the greedy action by the config's greedy_rule (speedy.mcts.policy)
+    policy_target: np.ndarray  # (B, A) float32 the policy target by the config's policy_target_rule, rows sum to 1
 
 
 def as_tensor(obs: np.ndarray, device: torch.device) -> torch.Tensor:
@@ -83,6 +86,14 @@ def greedy_action(rule: str, visit_counts: np.ndarray, root_q: np.ndarray, prior
     if rule == "completed_q":
         return completed_q_actions(visit_counts, root_q, prior_logits, network_value)
     return greedy_actions(visit_counts)
+
+
+def policy_target(rule: str, visit_counts: np.ndarray, root_q: np.ndarray, prior_logits: np.ndarray,
+                  network_value: np.ndarray) -> np.ndarray:
+    """(B, A) float32 policy target of each root by `rule` (speedy.mcts.policy.GREEDY_RULES)."""
+    if rule == "completed_q":
+        return completed_q_policy(visit_counts, root_q, prior_logits, network_value)
+    return visit_distribution(visit_counts, 1.0)
 
 
 class SearchJob:
@@ -179,6 +190,8 @@ class SearchJob:
                 prior_logits=self.prior_logits,
                 greedy_action=greedy_action(self.search.config.greedy_rule, visits, root_q, self.prior_logits,
                                             self.network_value),
+                policy_target=policy_target(self.search.config.policy_target_rule, visits, root_q,
+                                            self.prior_logits, self.network_value),
             )
             self.search.release(self.searcher)
 

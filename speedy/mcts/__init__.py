@@ -17,6 +17,7 @@ from speedy.mcts.engine import Searcher, compile_info, run_search  # noqa: E402
 from speedy.mcts.policy import (  # noqa: E402
     GREEDY_RULES,
     completed_q_actions,
+    completed_q_policy,
     dirichlet_noise,
     greedy_actions,
     sample_actions,
@@ -41,6 +42,7 @@ __all__ = [
     "Searcher",
     "compile_info",
     "completed_q_actions",
+    "completed_q_policy",
     "dirichlet_noise",
     "greedy_actions",
     "run_search",

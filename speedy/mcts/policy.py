@@ -9,6 +9,9 @@ The greedy action (evaluation, and self-play envs that play as the evaluator doe
   (min to max over actions), and σ(q̂) = (c_visit + max_b N(b)) · c_scale · q̂ (c_visit 50, c_scale 0.1). With few
   simulations the visit counts follow the prior more than the values (pUCT needs many visits to move far from the
   prior); this rule acts on what the values found.
+
+The policy target (what self-play and reanalysis store for the policy loss) is one of the same rules: the visit
+distribution (EfficientZero), or softmax(prior logits + σ(completed Q)) (Gumbel MuZero's improved policy).
 """
 
 from __future__ import annotations
@@ -80,15 +83,29 @@ def completed_q(visit_counts: np.ndarray, root_q: np.ndarray, prior_logits: np.n
     return np.where(visited, q, mixed[:, None])
 
 
-def completed_q_actions(visit_counts: np.ndarray, root_q: np.ndarray, prior_logits: np.ndarray,
-                        network_value: np.ndarray) -> np.ndarray:
-    """(B,) int64 argmax of prior_logits + σ(q̂), q̂ = completed_q rescaled to [0, 1] per row (all equal: 0);
-    see the module docstring. On ties the lowest action index wins."""
+def improved_logits(visit_counts: np.ndarray, root_q: np.ndarray, prior_logits: np.ndarray,
+                    network_value: np.ndarray) -> np.ndarray:
+    """(B, A) float64 prior_logits + σ(q̂), q̂ = completed_q rescaled to [0, 1] per row (all equal: 0) and
+    σ(q̂) = (C_VISIT + max_b N(b)) · C_SCALE · q̂ (see the module docstring)."""
     q = completed_q(visit_counts, root_q, prior_logits, network_value)
     low, high = q.min(axis=1, keepdims=True), q.max(axis=1, keepdims=True)
     scaled = (q - low) / np.maximum(high - low, 1e-8)
     sigma = (C_VISIT + np.asarray(visit_counts).max(axis=1, keepdims=True)) * C_SCALE * scaled
-    return np.argmax(np.asarray(prior_logits, np.float64) + sigma, axis=1).astype(np.int64)
+    return np.asarray(prior_logits, np.float64) + sigma
+
+
+def completed_q_actions(visit_counts: np.ndarray, root_q: np.ndarray, prior_logits: np.ndarray,
+                        network_value: np.ndarray) -> np.ndarray:
+    """(B,) int64 argmax of improved_logits (Gumbel MuZero's final action without noise); ties: lowest index."""
+    return np.argmax(improved_logits(visit_counts, root_q, prior_logits, network_value), axis=1).astype(np.int64)
+
+
+def completed_q_policy(visit_counts: np.ndarray, root_q: np.ndarray, prior_logits: np.ndarray,
+                       network_value: np.ndarray) -> np.ndarray:
+    """(B, A) float32 softmax(improved_logits): Gumbel MuZero's policy target, rows summing to 1."""
+    logits = improved_logits(visit_counts, root_q, prior_logits, network_value)
+    e = np.exp(logits - logits.max(axis=1, keepdims=True))
+    return (e / e.sum(axis=1, keepdims=True)).astype(np.float32)
 
 
 def greedy_actions(visit_counts: np.ndarray) -> np.ndarray:

@@ -30,7 +30,9 @@ class SearchConfig:
     lstm_horizon: int = 5
     dirichlet_alpha: float = 0.3
     exploration_fraction: float = 0.25
-    greedy_rule: str = "visits"  # the greedy action: "visits" or "completed_q" (speedy.mcts.policy; not the engine's)
+    # Not the engine's: what the caller makes of a result (speedy.mcts.policy.GREEDY_RULES) —
+    greedy_rule: str = "visits"  # the greedy action
+    policy_target_rule: str = "visits"  # the policy target
 
     def __post_init__(self) -> None:
         if self.num_simulations < 1:
@@ -45,8 +47,9 @@ class SearchConfig:
             raise ValueError(f"dirichlet_alpha must be > 0, got {self.dirichlet_alpha}")
         if not 0.0 <= self.exploration_fraction <= 1.0:
             raise ValueError(f"exploration_fraction must be in [0, 1], got {self.exploration_fraction}")
-        if self.greedy_rule not in GREEDY_RULES:
-            raise ValueError(f"greedy_rule must be one of {GREEDY_RULES}, got {self.greedy_rule!r}")
+        for name in ("greedy_rule", "policy_target_rule"):
+            if getattr(self, name) not in GREEDY_RULES:
+                raise ValueError(f"{name} must be one of {GREEDY_RULES}, got {getattr(self, name)!r}")
 
 
 @dataclass

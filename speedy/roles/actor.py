@@ -23,7 +23,7 @@ from speedy.components import (
 )
 from speedy.config import Config
 from speedy.envs import make_vector_env
-from speedy.mcts import dirichlet_noise, self_play_actions, visit_distribution
+from speedy.mcts import dirichlet_noise, self_play_actions
 from speedy.roles.context import Periodic, RoleContext, acting_slot
 from speedy.roles.messages import Outbox
 from speedy.search import ModelSearch, SearchRequest
@@ -64,14 +64,15 @@ async def search_choices(ctx: RoleContext, search: ModelSearch, plays: list[Self
                          rng: np.random.Generator) -> list[tuple[np.ndarray, np.ndarray]]:
     """Search every env group (pipelined) → per group: actions (N,) sampled at `temperature` (the greedy one
     and no root noise where that group's `greedy` (N,) bool is set; `noise_fractions` (N,) per group, from
-    root_noise_fraction) and the visit distributions (N, A) stored as policy targets."""
+    root_noise_fraction) and the policy targets (N, A) to store (mcts.policy_target: by default the visit
+    distributions)."""
     alpha = ctx.config.mcts.dirichlet_alpha
     requests = [SearchRequest(p.observation(), dirichlet_noise(rng, p.env.num_envs, ctx.task.num_actions, alpha),
                               int(rng.integers(2**31)), f)
                 for p, f in zip(plays, noise_fractions, strict=True)]
     outputs = await ctx.timed_search(search, search.run_pipelined(requests, executor))
     return [(self_play_actions(out.visit_counts, temperature, g, rng, out.greedy_action),
-             visit_distribution(out.visit_counts, 1.0))
+             out.policy_target)
             for out, g in zip(outputs, greedy, strict=True)]
 
 

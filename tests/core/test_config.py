@@ -43,6 +43,8 @@ def test_impossible_value_names_what_is_allowed():
         build_config(overrides=["model.norm='group'"])
     with pytest.raises(ConfigError, match=r"mcts.greedy_action = 'q' is not allowed: expected 'visits' or"):
         build_config(overrides=["mcts.greedy_action='q'"])
+    with pytest.raises(ConfigError, match=r"mcts.policy_target = 'gumbel' is not allowed: expected 'visits' or"):
+        build_config(overrides=["mcts.policy_target='gumbel'"])
 
 
 def test_run_file_errors_name_the_file(tmp_path):

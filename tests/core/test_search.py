@@ -5,7 +5,7 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 import torch
 
-from speedy.mcts import SearchConfig, completed_q_actions, greedy_actions
+from speedy.mcts import SearchConfig, completed_q_actions, completed_q_policy, greedy_actions, visit_distribution
 from speedy.model import EfficientZeroNet, NetworkSpec
 from speedy.search import ModelSearch, SearchRequest
 
@@ -73,19 +73,22 @@ def test_search_prefers_the_action_with_higher_value():
     assert np.all(out.visit_counts.argmax(1) == 2)
 
 
-def test_the_greedy_action_follows_the_configured_rule():
-    """SearchOutput.greedy_action: the most-visited child by default; with "completed_q", Gumbel MuZero's rule on the
-    search's own root Q, prior logits and network value."""
+def test_the_greedy_action_and_the_policy_target_follow_the_configured_rules():
+    """SearchOutput.greedy_action / policy_target: the most-visited child and the visit distribution by default; with
+    "completed_q", Gumbel MuZero's on the search's own root Q, prior logits and network value."""
     rng = np.random.default_rng(3)
     obs = rng.normal(size=(16, 4)).astype(np.float32)
     by_visits = _search().run(obs, None, seed=5)
     np.testing.assert_array_equal(by_visits.greedy_action, greedy_actions(by_visits.visit_counts))
+    np.testing.assert_allclose(by_visits.policy_target, visit_distribution(by_visits.visit_counts, 1.0))
     search = _search()
-    search.config = dataclasses.replace(search.config, greedy_rule="completed_q")
+    search.config = dataclasses.replace(search.config, greedy_rule="completed_q", policy_target_rule="completed_q")
     out = search.run(obs, None, seed=5)
     np.testing.assert_array_equal(out.visit_counts, by_visits.visit_counts)  # the rule changes the choice only
     expected = completed_q_actions(out.visit_counts, out.root_q, out.prior_logits, out.network_value)
     np.testing.assert_array_equal(out.greedy_action, expected)
+    np.testing.assert_allclose(out.policy_target,
+                               completed_q_policy(out.visit_counts, out.root_q, out.prior_logits, out.network_value))
     assert out.root_q.shape == out.prior_logits.shape == (16, 3)
     assert (out.greedy_action != by_visits.greedy_action).any()  # these random heads disagree somewhere
 

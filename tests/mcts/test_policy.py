@@ -9,6 +9,7 @@ from speedy.components import greedy_env_mask, greedy_envs_on, root_noise_fracti
 from speedy.config import ConfigError, build_config
 from speedy.mcts import (
     completed_q_actions,
+    completed_q_policy,
     dirichlet_noise,
     greedy_actions,
     sample_actions,
@@ -59,6 +60,12 @@ def test_completed_q_hand_values_and_the_action_it_picks() -> None:
     assert actions.dtype == np.int64
     assert actions.tolist() == [1, 0, 2]
     assert greedy_actions(visits).tolist() == [0, 0, 0]
+    policy = completed_q_policy(visits, q, logits, value)  # softmax of logits + σ
+    assert policy.dtype == np.float32
+    expected0 = np.exp([0.0, 5.3, 1.59]) / np.exp([0.0, 5.3, 1.59]).sum()
+    np.testing.assert_allclose(policy[0], expected0, rtol=1e-5)
+    np.testing.assert_allclose(policy[1, :2], np.exp([6.0, 5.4]) / np.exp([6.0, 5.4]).sum(), rtol=1e-4)
+    np.testing.assert_allclose(policy[2], np.exp([0.0, 1.0, 2.0]) / np.exp([0.0, 1.0, 2.0]).sum(), rtol=1e-5)
 
 
 def test_self_play_greedy_rows_take_the_searchs_greedy_choice() -> None:
