@@ -8,10 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from speedy.config import build_config
-from speedy.inline import run_inline
-from tests.core.test_inline_smoke import TINY_MODEL
-from tests.tools.conftest import load_tool
+from tests.tools.conftest import finish_tiny_cartpole_run, load_tool
 
 vt = load_tool("value_trace")
 
@@ -23,11 +20,7 @@ def test_returns_to_go_by_hand():
 
 @pytest.mark.timeout(120)
 def test_traces_a_game_of_a_finished_run(tmp_path: Path, capsys):
-    config = build_config("cartpole", overrides=[
-        *TINY_MODEL, "run.max_env_steps=300", "train.training_steps=20", "replay.block_length=16",
-        "replay.start_env_steps=64", "train.batch_size=8", "eval.episodes=1", "eval.interval=20",
-        "mcts.num_simulations=4", "eval.num_simulations=4", "run.stop_eval_return=0"])
-    run_inline(config, tmp_path, log=False)
+    finish_tiny_cartpole_run(tmp_path)
     assert vt.main([str(tmp_path), "--games", "2", "--json"]) == 0
     games = json.loads(capsys.readouterr().out)["games"]
     assert [g["seed"] for g in games] == [0, 1]
