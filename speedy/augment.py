@@ -94,3 +94,55 @@ def build_augmentation(setting: str, observation_shape: tuple[int, ...], seed: i
     if not kinds:
         return None
     return Augmentation(kinds, seed, device, pad=SMALL_IMAGE_SHIFT_PAD if small else SHIFT_PAD)
+
+
+class Mirror:
+    """A task's mirror symmetry as a training augmentation (vector tasks): each sample of a batch is mirrored with
+    probability 1/2, the same way for all its frames and unroll steps. Mirroring multiplies every observation
+    component by its sign (`signs`, (D,) of ±1), replaces every action a by `actions[a]` and permutes the policy
+    targets alike (π'[actions[a]] = π[a]); values and rewards stay. CartPole: signs (−1, −1, −1, −1) (cart position
+    and velocity, pole angle and angular velocity), actions (1, 0) (push left ↔ push right).
+
+    Replay of a policy that drifts one way holds states on one side only, and the values learn the side, not the
+    danger: a CartPole run whose agent always drifted left valued v(s) − v(−s) ≈ +50 … +150 along its own games
+    (docs/benchmarks.md, ninth session)."""
+
+    def __init__(self, signs: list[float], actions: list[int], seed: int, device: torch.device) -> None:
+        if device.type == "cuda" and device.index is None:
+            device = torch.device("cuda", torch.cuda.current_device())
+        self.signs = torch.tensor(signs, dtype=torch.float32, device=device)
+        self.actions = torch.tensor(actions, dtype=torch.int64, device=device)
+        self.policy_order = torch.argsort(self.actions)  # π' = π[..., policy_order]: π'[actions[a]] = π[a]
+        self.generator = torch.Generator(device=device)
+        self.generator.manual_seed(seed)
+
+    def draw(self, batch_size: int) -> torch.Tensor:
+        """(B,) bool: which samples to mirror, each with probability 1/2."""
+        return torch.rand(batch_size, generator=self.generator, device=self.signs.device) < 0.5
+
+    def apply(self, flip: torch.Tensor, frames: torch.Tensor, actions: torch.Tensor, policy: torch.Tensor
+              ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Mirror the samples where `flip` (B,) is true. frames (B, T, D) float, actions (B, K) int64, policy
+        (B, K+1, A) float → the same shapes and dtypes; the inputs are not modified."""
+        f = flip.view(-1, 1, 1)
+        frames = torch.where(f, frames * self.signs.to(frames.dtype), frames)
+        actions = torch.where(flip.view(-1, 1), self.actions[actions], actions)
+        policy = torch.where(f, policy[..., self.policy_order], policy)
+        return frames, actions, policy
+
+
+def build_mirror(signs: list[float], actions: list[int], frame_shape: tuple[int, ...], num_actions: int,
+                 seed: int, device: torch.device) -> Mirror | None:
+    """`train.mirror_signs` / `train.mirror_actions` for a task whose frames (one observation before stacking) have
+    `frame_shape` (D,) and which has `num_actions` actions: None when both are empty; ValueError naming the key
+    when they do not fit the task."""
+    if not signs and not actions:
+        return None
+    if len(frame_shape) != 1:
+        raise ValueError(f"train.mirror_signs needs vector observations; this task's frames are {frame_shape}")
+    if len(signs) != frame_shape[0]:
+        raise ValueError(f"train.mirror_signs = {signs} has {len(signs)} signs; this task's observations have "
+                         f"{frame_shape[0]} components")
+    if len(actions) != num_actions:
+        raise ValueError(f"train.mirror_actions = {actions} names {len(actions)} actions; this task has {num_actions}")
+    return Mirror(signs, actions, seed, device)

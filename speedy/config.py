@@ -184,6 +184,12 @@ class TrainConfig:
     # and intensity for image tasks (intensity only for frames under 32 px, e.g. MinAtar's 10×10), none for vector
     # tasks; or "none", "shift", "intensity", "shift+intensity".
     augmentation: str = "auto"
+    # A vector task's mirror symmetry as augmentation (speedy/augment.py, Mirror): each sample is mirrored with
+    # probability 1/2, its observation components multiplied by mirror_signs (±1 each) and every action a replaced by
+    # mirror_actions[a], the policy targets permuted alike. Both empty = off (EfficientZero has no such
+    # augmentation). CartPole: mirror_signs = [-1, -1, -1, -1], mirror_actions = [1, 0].
+    mirror_signs: list[float] = field(default_factory=list)
+    mirror_actions: list[int] = field(default_factory=list)
     # EfficientZero masks the value and value-prefix losses past the episode end (k > valid steps); false trains
     # them there too (value → 0, value prefix → unchanged: no reward after the end).
     mask_past_end: bool = True
@@ -213,6 +219,16 @@ class TrainConfig:
                self.env_steps_per_train_step, ">= 0")
         _check(self.augmentation in AUGMENTATION_SETTINGS, "train.augmentation", self.augmentation,
                f"one of {', '.join(repr(a) for a in AUGMENTATION_SETTINGS)}")
+        _check(all(sign in (-1, 1) for sign in self.mirror_signs), "train.mirror_signs", self.mirror_signs,
+               "a list of -1 and 1 (one per observation component)")
+        _check(bool(self.mirror_signs) == bool(self.mirror_actions), "train.mirror_actions", self.mirror_actions,
+               "given together with train.mirror_signs (both empty = no mirroring)")
+        n = len(self.mirror_actions)
+        _check(sorted(self.mirror_actions) == list(range(n))
+               and all(self.mirror_actions[a] == b and self.mirror_actions[b] == a
+                       for a, b in enumerate(self.mirror_actions)),
+               "train.mirror_actions", self.mirror_actions,
+               "a permutation of 0 … A−1 that is its own inverse (mirroring twice gives back each action)")
         _check(self.device == "auto" or self.device == "cpu" or self.device.startswith("cuda"), "train.device",
                self.device, "'auto', 'cpu', 'cuda' or 'cuda:N'")
 

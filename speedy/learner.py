@@ -9,12 +9,13 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import dataclasses
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 
-from speedy.augment import build_augmentation
+from speedy.augment import build_augmentation, build_mirror
 from speedy.config import Config
 from speedy.losses import LossOutput, LossWeights, TrainingBatch, unroll_loss
 from speedy.model import EfficientZeroNet
@@ -66,6 +67,10 @@ class Learner:
         self.warmup_steps = int(t.lr_warmup_fraction * t.training_steps)  # EfficientZero: 1% of 100k
         self.augment = build_augmentation(t.augmentation, model.spec.observation_shape,
                                           config.run.seed + 31 + 1009 * rank, device)
+        shape = model.spec.observation_shape  # stacked; one frame of a vector task is (D / frame_stack,)
+        frame_shape = (shape[0] // frame_stack,) if len(shape) == 1 else shape
+        self.mirror = build_mirror(t.mirror_signs, t.mirror_actions, frame_shape, model.spec.num_actions,
+                                   config.run.seed + 37 + 1009 * rank, device)
         loss = UnrollLoss(model, frame_stack, config.mcts.lstm_horizon, self.loss_weights, self.augment,
                           t.mask_past_end)
         if data_parallel:
@@ -104,6 +109,10 @@ class Learner:
             group["lr"] = lr
         self.model.train()
         batch = batch.to(self.device)
+        if self.mirror is not None:
+            frames, actions, policy = self.mirror.apply(self.mirror.draw(batch.actions.shape[0]), batch.frames,
+                                                        batch.actions, batch.target_policy)
+            batch = dataclasses.replace(batch, frames=frames, actions=actions, target_policy=policy)
         with self._autocast():
             out = self.loss(batch)
         self.optimizer.zero_grad(set_to_none=True)

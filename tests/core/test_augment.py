@@ -1,8 +1,10 @@
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from torch.nn import functional as F
 
-from speedy.augment import Augmentation, augmentation_kinds, random_intensity, random_shift
+from speedy.augment import Augmentation, Mirror, augmentation_kinds, build_mirror, random_intensity, random_shift
 from speedy.losses import TrainingBatch, observation_stacks
 
 
@@ -83,3 +85,70 @@ def test_reproducible_under_a_seed():
     first = a(x)
     assert torch.equal(first, b(x)) and not torch.equal(first, c(x))
     assert not torch.equal(a(x), first)  # the next batch draws afresh
+
+
+def _mirror(signs=(-1.0, -1.0, -1.0, -1.0), actions=(1, 0), seed: int = 0) -> Mirror:
+    return Mirror(list(signs), list(actions), seed, torch.device("cpu"))
+
+
+def test_mirror_flips_the_chosen_samples_by_hand():
+    """CartPole's mirror: sample 0 mirrored (every component negated, push left ↔ push right, policy columns
+    swapped), sample 1 kept; the inputs are not modified."""
+    frames = torch.tensor([[[0.1, 0.2, 0.3, 0.4], [0.5, 0.6, 0.7, 0.8]],
+                           [[1.0, 2.0, 3.0, 4.0], [5.0, 6.0, 7.0, 8.0]]])
+    actions = torch.tensor([[0], [1]])
+    policy = torch.tensor([[[0.9, 0.1], [0.3, 0.7]], [[0.2, 0.8], [0.6, 0.4]]])
+    copies = frames.clone(), actions.clone(), policy.clone()
+    out_frames, out_actions, out_policy = _mirror().apply(torch.tensor([True, False]), frames, actions, policy)
+    assert torch.equal(out_frames[0], -frames[0]) and torch.equal(out_frames[1], frames[1])
+    assert out_actions.tolist() == [[1], [1]]
+    assert torch.equal(out_policy, torch.tensor([[[0.1, 0.9], [0.7, 0.3]], [[0.2, 0.8], [0.6, 0.4]]]))
+    assert all(torch.equal(a, b) for a, b in zip((frames, actions, policy), copies, strict=True))
+
+
+def test_mirror_signs_and_action_map_of_a_three_action_task():
+    """signs keep the components a mirror does not move; actions (2, 1, 0): π'[actions[a]] = π[a]."""
+    mirror = _mirror(signs=(1.0, -1.0), actions=(2, 1, 0))
+    frames, actions = torch.tensor([[[3.0, 4.0]]]), torch.tensor([[0, 1, 2]])
+    policy = torch.tensor([[[0.5, 0.3, 0.2]]])
+    out_frames, out_actions, out_policy = mirror.apply(torch.tensor([True]), frames, actions, policy)
+    assert out_frames.tolist() == [[[3.0, -4.0]]]
+    assert out_actions.tolist() == [[2, 1, 0]]
+    assert torch.equal(out_policy, torch.tensor([[[0.2, 0.3, 0.5]]]))
+
+
+@settings(max_examples=50, deadline=None)
+@given(st.integers(1, 6), st.integers(1, 4), st.sampled_from([(1, 0), (0, 1), (2, 1, 0), (1, 0, 3, 2), (0, 2, 1, 3)]),
+       st.integers(0, 2**31 - 1))
+def test_mirroring_twice_gives_back_the_batch(batch, unroll, actions_map, seed):
+    g = torch.Generator().manual_seed(seed)
+    A = len(actions_map)
+    frames = torch.randn(batch, unroll + 1, 3, generator=g)
+    actions = torch.randint(0, A, (batch, unroll), generator=g)
+    policy = torch.softmax(torch.randn(batch, unroll + 1, A, generator=g), -1)
+    signs = [float(s) for s in (torch.randint(0, 2, (3,), generator=g) * 2 - 1)]
+    mirror = Mirror(signs, list(actions_map), seed, torch.device("cpu"))
+    flip = mirror.draw(batch)
+    once = mirror.apply(flip, frames, actions, policy)
+    assert torch.allclose(once[2].sum(-1), policy.sum(-1))  # still distributions
+    twice = mirror.apply(flip, *once)
+    assert all(torch.equal(a, b) for a, b in zip(twice, (frames, actions, policy), strict=True))
+
+
+def test_mirror_draws_half_the_samples_reproducibly():
+    draws = _mirror(seed=3).draw(4000)
+    assert 0.45 < draws.float().mean() < 0.55
+    assert torch.equal(draws, _mirror(seed=3).draw(4000))
+    assert not torch.equal(draws, _mirror(seed=4).draw(4000))
+
+
+def test_build_mirror_checks_the_task():
+    cpu = torch.device("cpu")
+    assert build_mirror([], [], (4,), 2, 0, cpu) is None
+    assert isinstance(build_mirror([-1, -1, -1, -1], [1, 0], (4,), 2, 0, cpu), Mirror)
+    with pytest.raises(ValueError, match=r"train.mirror_signs .* 4 components"):
+        build_mirror([-1, -1], [1, 0], (4,), 2, 0, cpu)
+    with pytest.raises(ValueError, match="train.mirror_actions .* this task has 3"):
+        build_mirror([-1, -1, -1, -1], [1, 0], (4,), 3, 0, cpu)
+    with pytest.raises(ValueError, match="vector observations"):
+        build_mirror([-1], [1, 0], (4, 10, 10), 2, 0, cpu)

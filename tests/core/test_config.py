@@ -1,3 +1,5 @@
+import copy
+import dataclasses
 import math
 
 import numpy as np
@@ -7,6 +9,7 @@ import torch
 from speedy.components import build_model, reanalyze_settings, self_play_temperature, task_spec
 from speedy.config import ConfigError, available_presets, build_config
 from speedy.learner import Learner
+from speedy.losses import TrainingBatch
 from speedy.optim import learning_rate
 from speedy.targets import corrected_td_steps
 
@@ -119,3 +122,40 @@ def test_acting_weights_are_a_polyak_average_of_the_trained_ones():
     assert plain.train.acting_ema_decay == 0 and learner.acting_model is learner.model
     with pytest.raises(ConfigError, match="train.acting_ema_decay"):
         build_config("cartpole", overrides=["train.acting_ema_decay=1.0"])
+
+
+def test_learner_mirrors_the_batches_it_trains_on():
+    """train.mirror_*: a step on a batch whose samples are all drawn for mirroring is the step, without mirroring, on
+    that batch mirrored by hand (observations negated, actions and policy columns swapped): same loss, same weights."""
+    overrides = ["model.lstm_hidden=8", "model.mlp_latent=8", "model.mlp_hidden=[8]", "model.head_hidden=[8]",
+                 "model.proj_hidden=8", "model.proj_out=8", "model.pred_hidden=8", "model.support_size=5"]
+    mirrored = build_config("cartpole", overrides=[*overrides, "train.mirror_signs=[-1,-1,-1,-1]",
+                                                   "train.mirror_actions=[1,0]"])
+    plain = build_config("cartpole", overrides=overrides)
+    spec = task_spec(plain)
+    model = build_model(plain, spec, torch.device("cpu"))
+    learner = Learner(copy.deepcopy(model), mirrored, spec.frame_stack, torch.device("cpu"))
+    reference = Learner(copy.deepcopy(model), plain, spec.frame_stack, torch.device("cpu"))
+    assert reference.mirror is None and learner.mirror is not None
+    learner.mirror.draw = lambda batch: torch.ones(batch, dtype=torch.bool)
+    g = torch.Generator().manual_seed(0)
+    B, K = 8, plain.train.unroll_steps
+    batch = TrainingBatch(
+        frames=torch.randn(B, spec.frame_stack + K, 4, generator=g),
+        actions=torch.randint(0, 2, (B, K), generator=g),
+        target_value_prefix=torch.arange(1, K + 1, dtype=torch.float32).repeat(B, 1),
+        target_value=torch.rand(B, K + 1, generator=g) * 20,
+        target_policy=torch.softmax(torch.randn(B, K + 1, 2, generator=g), -1),
+        mask=torch.ones(B, K + 1), weights=torch.ones(B))
+    by_hand = dataclasses.replace(batch, frames=-batch.frames, actions=1 - batch.actions,
+                                  target_policy=batch.target_policy.flip(-1))
+    stats, expected = learner.train_step(batch), reference.train_step(by_hand)
+    assert stats.total_loss == pytest.approx(expected.total_loss, rel=1e-6)
+    for mine, theirs in zip(learner.model.parameters(), reference.model.parameters(), strict=True):
+        assert torch.allclose(mine, theirs, atol=1e-6)
+    with pytest.raises(ConfigError, match="train.mirror_actions"):
+        build_config("cartpole", overrides=["train.mirror_signs=[-1,-1,-1,-1]"])
+    with pytest.raises(ValueError, match="train.mirror_signs"):
+        Learner(copy.deepcopy(model), build_config("cartpole", overrides=[
+            *overrides, "train.mirror_signs=[-1,-1]", "train.mirror_actions=[1,0]"]), spec.frame_stack,
+            torch.device("cpu"))

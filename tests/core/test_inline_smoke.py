@@ -42,15 +42,16 @@ def test_cartpole_inline_smoke(tmp_path):
 
 
 def test_cartpole_inline_with_greedy_envs_and_averaged_acting_weights(tmp_path):
-    """actor.greedy_envs, train.acting_ema_decay and the completed-Q rules (greedy action, policy targets of
-    self-play and reanalysis) wired through inline mode: it trains, and the checkpoint keeps the average beside (and
-    apart from) the trained weights."""
+    """actor.greedy_envs, train.acting_ema_decay, the completed-Q rules (greedy action, policy targets of
+    self-play and reanalysis) and the mirror augmentation wired through inline mode: it trains, and the checkpoint
+    keeps the average beside (and apart from) the trained weights."""
     config = build_config("cartpole", overrides=[
         *TINY_MODEL, "run.max_env_steps=300", "train.training_steps=60", "run.max_train_steps=60",
         "replay.block_length=16", "replay.start_env_steps=64", "train.batch_size=16", "eval.episodes=2",
         "eval.interval=30", "mcts.num_simulations=4", "eval.num_simulations=4", "run.stop_eval_return=0",
         "actor.num_envs=4", "actor.greedy_envs=2", "train.acting_ema_decay=0.9", "mcts.greedy_action=completed_q",
-        "mcts.policy_target=completed_q", "train.reanalyze_ratio=0.5",
+        "mcts.policy_target=completed_q", "train.reanalyze_ratio=0.5", "train.mirror_signs=[-1,-1,-1,-1]",
+        "train.mirror_actions=[1,0]",
     ])
     summary = run_inline(config, tmp_path, log=False)
     assert summary.train_steps == 60

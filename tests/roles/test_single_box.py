@@ -114,6 +114,7 @@ def test_acting_roles_play_with_the_averaged_weights(tmp_path, no_leftovers):
                                "roles.refresh_chunk=64", "eval.interval=20", "eval.episodes=2",
                                "eval.num_simulations=2", "actor.weight_update_interval=5",
                                "actor.greedy_envs=1", "roles.search_groups=2",
+                               "train.mirror_signs=[-1,-1,-1,-1]", "train.mirror_actions=[1,0]",  # trainer mirrors
                                "train.env_steps_per_train_step=8",  # bounded: the actor searches and pulls
                                # the trainer is not bound by the actor: at full speed it could end all 60 steps
                                # before the actor's first pull (CI did, on hosts fast and slow); 100 ms per step
