@@ -94,6 +94,19 @@ def save_checkpoint(path: str | Path, state: dict[str, Any], config: dict[str, A
     return path
 
 
+EVAL_WEIGHTS_DIR = "evals"
+
+
+def save_eval_weights(run_dir: str | Path, train_steps: int, env_steps: int, model: torch.nn.Module,
+                      config: Config) -> Path:
+    """`eval.keep_weights`: the weights one evaluation played, as RUN_DIR/evals/step-NNNNNNN/checkpoint.pt (NNNNNNN
+    = the training step of the weights), a checkpoint that `run.py --evaluate`, tools/value_trace.py and
+    tools/greedy_rules.py read like a finished run's."""
+    folder = Path(run_dir) / EVAL_WEIGHTS_DIR / f"step-{train_steps:07d}"
+    return save_checkpoint(folder / CHECKPOINT_NAME, {"model": model.state_dict(), "train_steps": train_steps,
+                                                     "env_steps": env_steps}, config=asdict(config))
+
+
 def previous_path(path: str | Path) -> Path:
     """Where the checkpoint before `path` is kept."""
     path = Path(path)

@@ -282,6 +282,10 @@ class EvalConfig:
     episodes: int = 32
     interval: int = 5_000  # training steps between evaluations
     num_simulations: int = 50
+    # Keep the weights of every evaluation as RUN_DIR/evals/step-NNNNNNN/checkpoint.pt (speedy/checkpoint.py,
+    # save_eval_weights), to replay a dip later with tools/value_trace.py or tools/greedy_rules.py. Off: a CartPole
+    # run's 20 evaluations keep 40 MB, an Atari run's far more.
+    keep_weights: bool = False
 
     def validate(self) -> None:
         _check(self.episodes >= 1, "eval.episodes", self.episodes, ">= 1")

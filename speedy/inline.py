@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from speedy.checkpoint import save_checkpoint
+from speedy.checkpoint import save_checkpoint, save_eval_weights
 from speedy.components import (
     block_layout,
     build_model,
@@ -115,6 +115,8 @@ def run_inline(config: Config, run_dir: Path, log: bool = True) -> RunSummary:
         nonlocal reached, evaluated_at
         evaluated_at = train_steps
         _sync(actor_model, learner.acting_model)
+        if config.eval.keep_weights:
+            save_eval_weights(run_dir, train_steps, env_steps, actor_model, config)
         result = evaluate(eval_env, eval_search, config.eval.episodes, seed=config.run.seed + 777 + train_steps)
         evals.append(result)
         metrics["eval"].write(train_steps, {"env_steps": env_steps, **asdict(result)})

@@ -9,6 +9,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict
 
+from speedy.checkpoint import save_eval_weights
 from speedy.components import search_config
 from speedy.evaluate import evaluate, make_eval_env
 from speedy.roles.context import RoleContext, acting_slot
@@ -34,6 +35,8 @@ async def run_evaluator(ctx: RoleContext) -> None:
                 continue
             version = ctx.pull_weights(model, acting_slot(config))
             env_steps = ctx.total_env_steps()
+            if config.eval.keep_weights:
+                save_eval_weights(ctx.spec.run_dir, version, env_steps, model, config)
             result = await ctx.timed_search(search, loop.run_in_executor(
                 executor, evaluate, env, search, config.eval.episodes, config.run.seed + 777 + version), "busy_env")
             ctx.row.add("evals", 1)

@@ -8,6 +8,7 @@ import torch
 
 from speedy.checkpoint import load_latest
 from speedy.config import build_config
+from speedy.evaluate_checkpoint import load_agent
 from speedy.inline import run_inline
 from speedy.metrics import read_metrics
 
@@ -35,10 +36,19 @@ def test_cartpole_inline_smoke(tmp_path):
         "replay.start_env_steps=64", "train.batch_size=16", "eval.episodes=2", "eval.interval=50",
         "mcts.num_simulations=4", "eval.num_simulations=4", "train.reanalyze_ratio=0.5",
         "train.target_update_interval=20", "run.stop_eval_return=0", "replay.refresh_interval=25",
+        "eval.keep_weights=true",
     ])
     summary = run_inline(config, tmp_path, log=False)
     assert summary.train_steps == 100
     _check_run_dir(tmp_path, summary)
+    # eval.keep_weights: one checkpoint per evaluation, named by its training step; the last is the final weights
+    kept = sorted(p.name for p in (tmp_path / "evals").iterdir())
+    assert kept == ["step-0000050", "step-0000100"]
+    agent = load_agent(tmp_path / "evals" / "step-0000050", torch.device("cpu"), atari_only=False)
+    assert agent.train_steps == 50 and agent.env_steps > 0
+    final = load_latest(tmp_path / "checkpoint.pt", "cpu")["model"]
+    last = load_latest(tmp_path / "evals" / "step-0000100" / "checkpoint.pt", "cpu")["model"]
+    assert all(torch.equal(last[k], v) for k, v in final.items())
 
 
 def test_cartpole_inline_with_greedy_envs_and_averaged_acting_weights(tmp_path):

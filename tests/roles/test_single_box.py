@@ -115,6 +115,7 @@ def test_acting_roles_play_with_the_averaged_weights(tmp_path, no_leftovers):
                                "eval.num_simulations=2", "actor.weight_update_interval=5",
                                "actor.greedy_envs=1", "roles.search_groups=2",
                                "train.mirror_signs=[-1,-1,-1,-1]", "train.mirror_actions=[1,0]",  # trainer mirrors
+                               "eval.keep_weights=true",
                                "train.env_steps_per_train_step=8",  # bounded: the actor searches and pulls
                                # the trainer is not bound by the actor: at full speed it could end all 60 steps
                                # before the actor's first pull (CI did, on hosts fast and slow); 100 ms per step
@@ -127,6 +128,10 @@ def test_acting_roles_play_with_the_averaged_weights(tmp_path, no_leftovers):
     assert roles["refresher0"]["items"] > 0
     evals = [r for r in read_metrics(tmp_path / "metrics" / "evaluator.jsonl") if "mean_return" in r]
     assert evals and max(r["step"] for r in evals) >= 20  # the versions of the average it played
+    kept = {int(p.name.removeprefix("step-")) for p in (tmp_path / "evals").iterdir()}
+    assert kept == {r["step"] for r in evals}  # eval.keep_weights: the weights of every evaluation
+    assert load_agent(tmp_path / "evals" / f"step-{max(kept):07d}", torch.device("cpu"),
+                      atari_only=False).train_steps == max(kept)
     record = load_latest(tmp_path / "checkpoint.pt", "cpu")
     acting, trained = record["acting_model"], record["model"]
     assert acting.keys() == trained.keys()
