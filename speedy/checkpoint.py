@@ -100,8 +100,8 @@ EVAL_WEIGHTS_DIR = "evals"
 def save_eval_weights(run_dir: str | Path, train_steps: int, env_steps: int, model: torch.nn.Module,
                       config: Config) -> Path:
     """`eval.keep_weights`: the weights one evaluation played, as RUN_DIR/evals/step-NNNNNNN/checkpoint.pt (NNNNNNN
-    = the training step of the weights), a checkpoint that `run.py --evaluate`, tools/value_trace.py and
-    tools/greedy_rules.py read like a finished run's."""
+    = the training step of the weights), a checkpoint that tools/value_trace.py, tools/greedy_rules.py and (Atari)
+    `run.py --evaluate` read like a finished run's."""
     folder = Path(run_dir) / EVAL_WEIGHTS_DIR / f"step-{train_steps:07d}"
     return save_checkpoint(folder / CHECKPOINT_NAME, {"model": model.state_dict(), "train_steps": train_steps,
                                                      "env_steps": env_steps}, config=asdict(config))
