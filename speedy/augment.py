@@ -42,6 +42,16 @@ def augmentation_kinds(setting: str, is_image: bool, small_image: bool = False) 
     return kinds
 
 
+def seeded_generator(seed: int, device: torch.device) -> torch.Generator:
+    """A torch generator on `device` seeded with `seed` ("cuda" without an index: the current device, which a
+    generator must name exactly)."""
+    if device.type == "cuda" and device.index is None:
+        device = torch.device("cuda", torch.cuda.current_device())
+    generator = torch.Generator(device=device)
+    generator.manual_seed(seed)
+    return generator
+
+
 def random_shift(frames: torch.Tensor, pad: int, generator: torch.Generator) -> torch.Tensor:
     """frames (B, T, C, H, W) → same shape and dtype, each sample moved by one random offset (replicate padding)."""
     B, T, C, H, W = frames.shape
@@ -72,10 +82,7 @@ class Augmentation:
         if unknown:
             raise ValueError(f"unknown augmentation {sorted(unknown)}; known: {', '.join(KINDS)}")
         self.kinds, self.pad, self.intensity_scale = kinds, pad, intensity_scale
-        if device.type == "cuda" and device.index is None:
-            device = torch.device("cuda", torch.cuda.current_device())  # the generator names the exact device
-        self.generator = torch.Generator(device=device)
-        self.generator.manual_seed(seed)
+        self.generator = seeded_generator(seed, device)
 
     def __call__(self, frames: torch.Tensor) -> torch.Tensor:
         if "shift" in self.kinds:
@@ -108,13 +115,10 @@ class Mirror:
     (docs/benchmarks.md, ninth session)."""
 
     def __init__(self, signs: list[float], actions: list[int], seed: int, device: torch.device) -> None:
-        if device.type == "cuda" and device.index is None:
-            device = torch.device("cuda", torch.cuda.current_device())
-        self.signs = torch.tensor(signs, dtype=torch.float32, device=device)
-        self.actions = torch.tensor(actions, dtype=torch.int64, device=device)
+        self.generator = seeded_generator(seed, device)
+        self.signs = torch.tensor(signs, dtype=torch.float32, device=self.generator.device)
+        self.actions = torch.tensor(actions, dtype=torch.int64, device=self.generator.device)
         self.policy_order = torch.argsort(self.actions)  # π' = π[..., policy_order]: π'[actions[a]] = π[a]
-        self.generator = torch.Generator(device=device)
-        self.generator.manual_seed(seed)
 
     def draw(self, batch_size: int) -> torch.Tensor:
         """(B,) bool: which samples to mirror, each with probability 1/2."""
