@@ -1,9 +1,10 @@
 """One typed description of a run.
 
 Resolution order (later wins): dataclass defaults (EfficientZero's Atari settings) → a named preset
-(`speedy/presets/<name>.toml`) → the run file (`cluster.toml`, its top-level sections) → `--set section.key=value`
-overrides. Every layer is validated: unknown keys (with the nearest valid key suggested), wrong types and impossible
-values raise `ConfigError` naming where the value came from, the key, the value and what is allowed.
+(`speedy/presets/<name>.toml`, which may name a `base` preset it starts from) → the run file (`cluster.toml`, its
+top-level sections) → `--set section.key=value` overrides. Every layer is validated: unknown keys (with the
+nearest valid key suggested), wrong types and impossible values raise `ConfigError` naming where the value came
+from, the key, the value and what is allowed.
 """
 
 from __future__ import annotations
@@ -400,8 +401,8 @@ def _check(ok: bool, key: str, value: Any, allowed: str) -> None:
         raise ConfigError(f"{key} = {value!r} is not allowed: expected {allowed}")
 
 
-def available_presets() -> list[str]:
-    return sorted(p.stem for p in PRESET_DIR.glob("*.toml"))
+def available_presets(preset_dir: Path = PRESET_DIR) -> list[str]:
+    return sorted(p.stem for p in preset_dir.glob("*.toml"))
 
 
 def read_run_file(path: str | Path) -> dict[str, Any]:
@@ -428,15 +429,43 @@ def auto_preset() -> str:
     return "atari100k" if torch.cuda.is_available() else "cartpole"
 
 
-def load_preset(name: str) -> dict[str, Any]:
+def load_preset(name: str, preset_dir: Path = PRESET_DIR) -> dict[str, Any]:
+    """The named preset's sections as a dict. A preset may start from another one: a top-level `base = "<name>"`
+    loads that preset first (itself possibly based on a third), and this file's values replace the base's key by key
+    (tables merge, everything else is replaced). ConfigError names the file for an unknown base or a loop."""
+    return _load_preset(name, preset_dir, chain=(), referrer=None)
+
+
+def _load_preset(name: str, preset_dir: Path, chain: tuple[str, ...], referrer: Path | None) -> dict[str, Any]:
     if name == "auto":
         name = auto_preset()
-    path = PRESET_DIR / f"{name}.toml"
+    path = preset_dir / f"{name}.toml"
     if not path.exists():
-        close = difflib.get_close_matches(name, available_presets(), n=3)
+        names = available_presets(preset_dir)
+        close = difflib.get_close_matches(name, names, n=3)
         hint = f" Did you mean {', '.join(close)}?" if close else ""
-        raise ConfigError(f"unknown preset {name!r}; available: auto, {', '.join(available_presets())}.{hint}")
-    return _read_toml(path)
+        where = f"{referrer}: base = {name!r}: " if referrer is not None else ""
+        raise ConfigError(f"{where}unknown preset {name!r}; available: auto, {', '.join(names)}.{hint}")
+    if name in chain:
+        raise ConfigError(f"{referrer}: base = {name!r} closes a loop of presets: {' → '.join((*chain, name))}")
+    values = _read_toml(path)
+    base = values.pop("base", None)
+    if base is None:
+        return values
+    if not isinstance(base, str):
+        raise ConfigError(f"{path}: base = {base!r} is not allowed: expected the name of a preset (a string)")
+    return _merged(_load_preset(base, preset_dir, (*chain, name), path), values)
+
+
+def _merged(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
+    """`base` with `override`'s values on top: nested tables merge key by key, other values replace."""
+    merged = dict(base)
+    for key, value in override.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = _merged(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
 
 
 def _type_ok(value: Any, annotation: Any) -> tuple[bool, Any]:

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from speedy.components import build_model, reanalyze_settings, self_play_temperature, task_spec
-from speedy.config import ConfigError, available_presets, build_config
+from speedy.config import ConfigError, available_presets, build_config, load_preset
 from speedy.learner import Learner
 from speedy.losses import TrainingBatch
 from speedy.optim import learning_rate
@@ -20,6 +20,37 @@ def test_presets_load_and_validate():
         build_config(name)
     cfg = build_config("cartpole", overrides=["train.batch_size=64", "env.id=gym:CartPole-v1"])
     assert cfg.train.batch_size == 64 and cfg.env.id == "gym:CartPole-v1"
+
+
+def test_a_preset_starts_from_its_base():
+    spaceinvaders = build_config("minatar_spaceinvaders")
+    by_hand = build_config("minatar", overrides=[
+        "env.id=gym:MinAtar/SpaceInvaders-v1", "model.action_encoding=one_hot",
+        "train.env_steps_per_train_step=4", "train.training_steps=24500",
+    ])
+    assert spaceinvaders == by_hand
+    assert spaceinvaders.model.channels == 16 and spaceinvaders.train.td_steps == 10  # kept from the base
+
+
+def test_preset_bases_merge_tables_and_chain(tmp_path):
+    (tmp_path / "a.toml").write_text('[train]\nlr = 0.5\nbatch_size = 8\n[mcts]\nnum_simulations = 3\n')
+    (tmp_path / "b.toml").write_text('base = "a"\n[train]\nbatch_size = 16\n')
+    (tmp_path / "c.toml").write_text('base = "b"\n[mcts]\nnum_simulations = 7\n')
+    assert load_preset("c", tmp_path) == {"train": {"lr": 0.5, "batch_size": 16}, "mcts": {"num_simulations": 7}}
+
+
+def test_preset_base_errors_name_the_file(tmp_path):
+    (tmp_path / "x.toml").write_text('base = "minatr"\n')
+    (tmp_path / "minatar.toml").write_text("")
+    with pytest.raises(ConfigError, match=r"x.toml: base = 'minatr': unknown preset 'minatr'.*Did you mean minatar"):
+        load_preset("x", tmp_path)
+    (tmp_path / "y.toml").write_text('base = "z"\n')
+    (tmp_path / "z.toml").write_text('base = "y"\n')
+    with pytest.raises(ConfigError, match=r"z.toml: base = 'y' closes a loop of presets: y → z → y"):
+        load_preset("y", tmp_path)
+    (tmp_path / "w.toml").write_text("base = 3\n")
+    with pytest.raises(ConfigError, match=r"w.toml: base = 3 is not allowed: expected the name of a preset"):
+        load_preset("w", tmp_path)
 
 
 def test_defaults_are_efficientzero():
