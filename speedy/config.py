@@ -101,7 +101,8 @@ class MctsConfig:
     value_delta_max: float = 0.01
     lstm_horizon: int = 5
     # The greedy action of evaluation and of greedy self-play envs (speedy/mcts/policy.py): "visits" (the most
-    # visited root child, EfficientZero) or "completed_q" (Gumbel MuZero's argmax of prior logits + σ(Q)).
+    # visited root child, EfficientZero), "completed_q" (Gumbel MuZero's argmax of prior logits + σ(Q)) or
+    # "one_step" (argmax of the networks' one-step lookahead r̂ + γ·v̂ from the root).
     greedy_action: str = "visits"
     # The policy target stored by self-play and reanalysis: "visits" (the visit distribution, EfficientZero) or
     # "completed_q" (Gumbel MuZero's softmax(prior logits + σ(Q))).
@@ -113,11 +114,12 @@ class MctsConfig:
         _check(0 <= self.exploration_fraction <= 1, "mcts.exploration_fraction", self.exploration_fraction,
                "in [0, 1]")
         _check(self.lstm_horizon >= 1, "mcts.lstm_horizon", self.lstm_horizon, ">= 1")
-        from speedy.mcts.policy import GREEDY_RULES  # here: the config module imports nothing of speedy at load
+        # here: the config module imports nothing of speedy at load
+        from speedy.mcts.policy import GREEDY_RULES, POLICY_TARGET_RULES
 
-        for key in ("greedy_action", "policy_target"):
-            _check(getattr(self, key) in GREEDY_RULES, f"mcts.{key}", getattr(self, key),
-                   " or ".join(repr(r) for r in GREEDY_RULES))
+        for key, allowed in (("greedy_action", GREEDY_RULES), ("policy_target", POLICY_TARGET_RULES)):
+            _check(getattr(self, key) in allowed, f"mcts.{key}", getattr(self, key),
+                   " or ".join(repr(r) for r in allowed))
 
 
 @dataclass

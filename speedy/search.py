@@ -54,6 +54,7 @@ class SearchOutput:
     prior_logits: np.ndarray  # (B, A) float32 the policy network's logits at the root (before any noise)
     greedy_action: np.ndarray  # (B,) int64 the greedy action by the config's greedy_rule (speedy.mcts.policy)
     policy_target: np.ndarray  # (B, A) float32 the policy target by the config's policy_target_rule, rows sum to 1
+    one_step_q: np.ndarray | None = None  # (B, A) float32 r̂ + γ·v̂ one step from the root; only for "one_step"
 
 
 def as_tensor(obs: np.ndarray, device: torch.device) -> torch.Tensor:
@@ -81,11 +82,30 @@ def initial_inference(model: EfficientZeroNet, obs: np.ndarray, device: torch.de
 
 
 def greedy_action(rule: str, visit_counts: np.ndarray, root_q: np.ndarray, prior_logits: np.ndarray,
-                  network_value: np.ndarray) -> np.ndarray:
-    """(B,) int64 greedy action of each root by `rule` (speedy.mcts.policy.GREEDY_RULES)."""
+                  network_value: np.ndarray, one_step_q: np.ndarray | None = None) -> np.ndarray:
+    """(B,) int64 greedy action of each root by `rule` (speedy.mcts.policy.GREEDY_RULES); "one_step" needs
+    `one_step_q` (B, A) (ties: the lowest action index)."""
     if rule == "completed_q":
         return completed_q_actions(visit_counts, root_q, prior_logits, network_value)
+    if rule == "one_step":
+        if one_step_q is None:
+            raise ValueError("the 'one_step' greedy rule needs one_step_q")
+        return np.argmax(one_step_q, axis=1).astype(np.int64)
     return greedy_actions(visit_counts)
+
+
+@torch.no_grad()
+def one_step_lookahead(model: EfficientZeroNet, root: InferenceOutput, discount: float) -> np.ndarray:
+    """(B, A) float32 r̂(s, a) + discount · v̂(s'_a) for every root and action: one recurrent inference of the B·A
+    (root, action) pairs from the roots' latents and LSTM states; r̂ is the child's value prefix less the root's."""
+    batch, num_actions = root.policy_logits.shape
+    device = root.latent.device
+    latent = root.latent.repeat_interleave(num_actions, 0)
+    state = (root.lstm_state[0].repeat_interleave(num_actions, 1), root.lstm_state[1].repeat_interleave(num_actions, 1))
+    actions = torch.arange(num_actions, device=device).repeat(batch)
+    out = model.recurrent_inference(latent, state, actions)
+    reward = out.value_prefix.float().view(batch, num_actions) - root.value_prefix.float().view(batch, 1)
+    return (reward + discount * out.value.float().view(batch, num_actions)).cpu().numpy()
 
 
 def policy_target(rule: str, visit_counts: np.ndarray, root_q: np.ndarray, prior_logits: np.ndarray,
@@ -115,6 +135,8 @@ class SearchJob:
         self.rows = torch.arange(batch, device=device)
         self.network_value = root.value.float().cpu().numpy()
         self.prior_logits = root.policy_logits.float().cpu().numpy()
+        self.one_step_q = (one_step_lookahead(model, root, search.config.discount)
+                           if search.config.greedy_rule == "one_step" else None)
         self.searcher = search.searcher(batch)
         self.searcher.begin(
             RootBatch(
@@ -189,9 +211,10 @@ class SearchJob:
                 root_q=root_q,
                 prior_logits=self.prior_logits,
                 greedy_action=greedy_action(self.search.config.greedy_rule, visits, root_q, self.prior_logits,
-                                            self.network_value),
+                                            self.network_value, self.one_step_q),
                 policy_target=policy_target(self.search.config.policy_target_rule, visits, root_q,
                                             self.prior_logits, self.network_value),
+                one_step_q=self.one_step_q,
             )
             self.search.release(self.searcher)
 

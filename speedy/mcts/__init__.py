@@ -16,6 +16,7 @@ if "NUMBA_CACHE_DIR" not in os.environ:
 from speedy.mcts.engine import Searcher, compile_info, run_search  # noqa: E402
 from speedy.mcts.policy import (  # noqa: E402
     GREEDY_RULES,
+    POLICY_TARGET_RULES,
     completed_q_actions,
     completed_q_policy,
     dirichlet_noise,
@@ -34,6 +35,7 @@ from speedy.mcts.types import (  # noqa: E402
 
 __all__ = [
     "GREEDY_RULES",
+    "POLICY_TARGET_RULES",
     "ExpansionBatch",
     "LeafBatch",
     "RootBatch",

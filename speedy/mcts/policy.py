@@ -9,8 +9,11 @@ The greedy action (evaluation, and self-play envs that play as the evaluator doe
   (min to max over actions), and σ(q̂) = (c_visit + max_b N(b)) · c_scale · q̂ (c_visit 50, c_scale 0.1). With few
   simulations the visit counts follow the prior more than the values (pUCT needs many visits to move far from the
   prior); this rule acts on what the values found.
+- "one_step": argmax over actions of r̂(s, a) + γ·v̂(s'_a), the networks' one-step lookahead from the root (one
+  recurrent inference of every action; the search's visits and deeper Q play no part). Issue 10's CartPole
+  checkpoints that lost games by the visits often won them this way (docs/benchmarks.md, eleventh session).
 
-The policy target (what self-play and reanalysis store for the policy loss) is one of the same rules: the visit
+The policy target (what self-play and reanalysis store for the policy loss) is one of POLICY_TARGET_RULES: the visit
 distribution (EfficientZero), or softmax(prior logits + σ(completed Q)) (Gumbel MuZero's improved policy).
 """
 
@@ -58,7 +61,8 @@ def sample_actions(visit_counts: np.ndarray, temperature: float, rng: np.random.
     return np.minimum(actions, probs.shape[1] - 1).astype(np.int64)
 
 
-GREEDY_RULES = ("visits", "completed_q")
+GREEDY_RULES = ("visits", "completed_q", "one_step")
+POLICY_TARGET_RULES = ("visits", "completed_q")
 C_VISIT = 50.0  # Gumbel MuZero's σ constants (the paper's and EfficientZero V2's values)
 C_SCALE = 0.1
 

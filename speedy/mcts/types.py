@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from speedy.mcts.policy import GREEDY_RULES
+from speedy.mcts.policy import GREEDY_RULES, POLICY_TARGET_RULES
 
 
 @dataclass(frozen=True)
@@ -47,9 +47,9 @@ class SearchConfig:
             raise ValueError(f"dirichlet_alpha must be > 0, got {self.dirichlet_alpha}")
         if not 0.0 <= self.exploration_fraction <= 1.0:
             raise ValueError(f"exploration_fraction must be in [0, 1], got {self.exploration_fraction}")
-        for name in ("greedy_rule", "policy_target_rule"):
-            if getattr(self, name) not in GREEDY_RULES:
-                raise ValueError(f"{name} must be one of {GREEDY_RULES}, got {getattr(self, name)!r}")
+        for name, allowed in (("greedy_rule", GREEDY_RULES), ("policy_target_rule", POLICY_TARGET_RULES)):
+            if getattr(self, name) not in allowed:
+                raise ValueError(f"{name} must be one of {allowed}, got {getattr(self, name)!r}")
 
 
 @dataclass

@@ -3,6 +3,7 @@ import dataclasses
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
+import pytest
 import torch
 
 from speedy.mcts import SearchConfig, completed_q_actions, completed_q_policy, greedy_actions, visit_distribution
@@ -91,6 +92,36 @@ def test_the_greedy_action_and_the_policy_target_follow_the_configured_rules():
                                completed_q_policy(out.visit_counts, out.root_q, out.prior_logits, out.network_value))
     assert out.root_q.shape == out.prior_logits.shape == (16, 3)
     assert (out.greedy_action != by_visits.greedy_action).any()  # these random heads disagree somewhere
+
+
+def test_one_step_greedy_action_is_the_argmax_of_the_networks_lookahead():
+    """"one_step": r̂ + γ·v̂ of every root action, from one recurrent inference; it equals the tree's Q of each root
+    child the search visited exactly once (the same inference), and the search's visits do not change."""
+    rng = np.random.default_rng(4)
+    obs = rng.normal(size=(16, 4)).astype(np.float32)
+    few = _search()  # few simulations: many root children are visited exactly once
+    few.config = dataclasses.replace(few.config, num_simulations=4)
+    by_visits = few.run(obs, None, seed=5)
+    assert by_visits.one_step_q is None
+    search = _search()
+    search.config = dataclasses.replace(search.config, num_simulations=4, greedy_rule="one_step")
+    out = search.run(obs, None, seed=5)
+    np.testing.assert_array_equal(out.visit_counts, by_visits.visit_counts)
+    assert out.one_step_q.shape == (16, 3)
+    np.testing.assert_array_equal(out.greedy_action, out.one_step_q.argmax(1))
+    once = out.visit_counts == 1
+    assert once.any()
+    np.testing.assert_allclose(out.one_step_q[once], out.root_q[once], rtol=1e-5, atol=1e-5)
+    with torch.no_grad():  # by hand for root 0, action 2: r = value prefix after the step (the root's is 0)
+        root = search.model.initial_inference(torch.from_numpy(obs[:1]))
+        step = search.model.recurrent_inference(root.latent, root.lstm_state, torch.tensor([2]))
+    expected = float(step.value_prefix[0]) + 0.99 * float(step.value[0])
+    assert out.one_step_q[0, 2] == pytest.approx(expected, rel=1e-5, abs=1e-5)
+
+
+def test_one_step_is_not_a_policy_target():
+    with pytest.raises(ValueError, match="policy_target_rule"):
+        SearchConfig(policy_target_rule="one_step")
 
 
 def test_chunked_initial_inference_equals_one_call():

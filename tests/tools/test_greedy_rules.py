@@ -1,4 +1,4 @@
-"""tools/greedy_rules.py: both greedy rules play a real (tiny) finished run's weights on the same games."""
+"""tools/greedy_rules.py: every greedy rule plays a real (tiny) finished run's weights on the same games."""
 
 from __future__ import annotations
 
@@ -13,12 +13,12 @@ gr = load_tool("greedy_rules")
 
 
 @pytest.mark.timeout(120)
-def test_both_rules_play_a_finished_run(tmp_path: Path, capsys):
+def test_every_rule_plays_a_finished_run(tmp_path: Path, capsys):
     finish_tiny_cartpole_run(tmp_path)
     assert gr.main([str(tmp_path), "--games", "3", "--threshold", "20", "--simulations", "6", "--json"]) == 0
     report = json.loads(capsys.readouterr().out)
     rows = report["results"]
-    assert [r["rule"] for r in rows] == ["visits", "completed_q"] and report["threshold"] == 20
+    assert [r["rule"] for r in rows] == ["visits", "completed_q", "one_step"] and report["threshold"] == 20
     for r in rows:
         assert r["games"] == len(r["returns"]) == 3 and r["simulations"] == 6
         assert r["mean_return"] == pytest.approx(sum(r["returns"]) / 3)
