@@ -83,7 +83,10 @@ def build_model(config: Config, spec: EnvSpec, device: torch.device) -> Efficien
     return EfficientZeroNet(network_spec(config, spec)).to(device)
 
 
-def search_config(config: Config, spec: EnvSpec, num_simulations: int | None = None) -> SearchConfig:
+def search_config(config: Config, spec: EnvSpec, num_simulations: int | None = None,
+                  acts_greedily: bool = True) -> SearchConfig:
+    """The search settings of `config.mcts`. A search whose greedy action nobody plays (reanalysis; self-play with no
+    greedy envs) gets the free "visits" rule whatever `mcts.greedy_action` says: "one_step" costs an inference."""
     m = config.mcts
     return SearchConfig(
         num_simulations=num_simulations or m.num_simulations,
@@ -94,7 +97,7 @@ def search_config(config: Config, spec: EnvSpec, num_simulations: int | None = N
         lstm_horizon=m.lstm_horizon,
         dirichlet_alpha=m.dirichlet_alpha,
         exploration_fraction=m.exploration_fraction,
-        greedy_rule=m.greedy_action,
+        greedy_rule=m.greedy_action if acts_greedily else "visits",
         policy_target_rule=m.policy_target,
     )
 

@@ -91,8 +91,9 @@ def run_inline(config: Config, run_dir: Path, log: bool = True) -> RunSummary:
     eval_env = make_vector_env(config.env.id, min(config.eval.episodes, 8), seed=config.run.seed + 10_000,
                                mode="eval", **env_kwargs)
     selfplay = SelfPlay(train_env, frames, 0, layout, config.run.seed)
-    actor_search = ModelSearch(actor_model, search_config(config, spec), device)
-    reanalyze_search = ModelSearch(reanalyze_model, search_config(config, spec), device)
+    actor_search = ModelSearch(actor_model, search_config(config, spec, acts_greedily=config.actor.greedy_envs > 0),
+                               device)
+    reanalyze_search = ModelSearch(reanalyze_model, search_config(config, spec, acts_greedily=False), device)
     eval_search = ModelSearch(actor_model, search_config(config, spec, config.eval.num_simulations), device)
     settings = reanalyze_settings(config, spec)
     metrics = {name: MetricsWriter(run_dir, name) for name in ("selfplay", "train", "eval")}

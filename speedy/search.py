@@ -110,7 +110,7 @@ def one_step_lookahead(model: EfficientZeroNet, root: InferenceOutput, discount:
 
 def policy_target(rule: str, visit_counts: np.ndarray, root_q: np.ndarray, prior_logits: np.ndarray,
                   network_value: np.ndarray) -> np.ndarray:
-    """(B, A) float32 policy target of each root by `rule` (speedy.mcts.policy.GREEDY_RULES)."""
+    """(B, A) float32 policy target of each root by `rule` (speedy.mcts.policy.POLICY_TARGET_RULES)."""
     if rule == "completed_q":
         return completed_q_policy(visit_counts, root_q, prior_logits, network_value)
     return visit_distribution(visit_counts, 1.0)

@@ -94,7 +94,7 @@ async def run_actor(ctx: RoleContext) -> None:
     greedy_phases = {on: greedy_groups(on) for on in (False, True)}  # actor.greedy_envs off / on (greedy_envs_from)
     model = ctx.new_model()
     version = await ctx.wait_for_weights(model, acting_slot(config))
-    search = ModelSearch(model, search_config(config, ctx.task), ctx.device)
+    search = ModelSearch(model, search_config(config, ctx.task, acts_greedily=config.actor.greedy_envs > 0), ctx.device)
     # Before the first env step: a first search that compiles while the trainer trains would leave this actor on its
     # first weights for the seconds it takes (the trainer does not wait for actors)
     search.warm_up([p.observation() for p in plays])

@@ -64,7 +64,7 @@ async def run_reanalyzer(ctx: RoleContext) -> None:
     models = [ctx.new_model() for _ in range(in_flight)]
     target_models = [ctx.new_model() for _ in range(in_flight)]
     timed_targets = [TimedInference(m) for m in target_models]
-    searches = [ModelSearch(m, search_config(config, ctx.task), ctx.device) for m in models]
+    searches = [ModelSearch(m, search_config(config, ctx.task, acts_greedily=False), ctx.device) for m in models]
     search_slot = TARGET_WEIGHTS if config.reanalyze.search_weights == "target" else LATEST_WEIGHTS
     versions = [await ctx.wait_for_weights(m, search_slot) for m in models]
     target_versions = [await ctx.wait_for_weights(m, TARGET_WEIGHTS) for m in target_models]

@@ -53,6 +53,18 @@ def test_preset_base_errors_name_the_file(tmp_path):
         load_preset("w", tmp_path)
 
 
+def test_searches_nobody_acts_on_keep_the_free_greedy_rule():
+    """mcts.greedy_action reaches the searches whose greedy action is played (evaluation, greedy self-play envs);
+    reanalysis and self-play without greedy envs keep "visits" (no one-step inference per search)."""
+    from speedy.components import search_config
+
+    cfg = build_config("cartpole", overrides=["mcts.greedy_action=one_step", "mcts.policy_target=completed_q"])
+    spec = task_spec(cfg)
+    assert search_config(cfg, spec).greedy_rule == "one_step"
+    quiet = search_config(cfg, spec, acts_greedily=False)
+    assert quiet.greedy_rule == "visits" and quiet.policy_target_rule == "completed_q"
+
+
 def test_defaults_are_efficientzero():
     cfg = build_config()
     assert (cfg.train.batch_size, cfg.train.lr, cfg.mcts.num_simulations, cfg.replay.alpha) == (256, 0.2, 50, 0.6)
