@@ -289,9 +289,14 @@ class EvalConfig:
     # save_eval_weights), to replay a dip later with tools/value_trace.py or tools/greedy_rules.py. Off: a CartPole
     # run's 20 evaluations keep 40 MB, an Atari run's far more.
     keep_weights: bool = False
+    # The evaluator plays a Polyak average of the trained weights, avg ← decay·avg + (1 − decay)·weights after every
+    # training step, that no other role acts with (train.acting_ema_decay averages for self-play and refresh too,
+    # which changes the data). 0: the evaluator plays the weights self-play acts with. Off in every preset.
+    ema_decay: float = 0.0
 
     def validate(self) -> None:
         _check(self.episodes >= 1, "eval.episodes", self.episodes, ">= 1")
+        _check(0 <= self.ema_decay < 1, "eval.ema_decay", self.ema_decay, "in [0, 1)")
         _check(self.interval >= 1, "eval.interval", self.interval, ">= 1")
         _check(self.num_simulations >= 1, "eval.num_simulations", self.num_simulations, ">= 1")
 

@@ -94,7 +94,9 @@ def run_inline(config: Config, run_dir: Path, log: bool = True) -> RunSummary:
     actor_search = ModelSearch(actor_model, search_config(config, spec, acts_greedily=config.actor.greedy_envs > 0),
                                device)
     reanalyze_search = ModelSearch(reanalyze_model, search_config(config, spec, acts_greedily=False), device)
-    eval_search = ModelSearch(actor_model, search_config(config, spec, config.eval.num_simulations), device)
+    # The evaluator plays the actors' weights, or its own average of the trained ones (eval.ema_decay).
+    eval_model = copy.deepcopy(model).eval() if learner.eval_model is not learner.acting_model else actor_model
+    eval_search = ModelSearch(eval_model, search_config(config, spec, config.eval.num_simulations), device)
     settings = reanalyze_settings(config, spec)
     metrics = {name: MetricsWriter(run_dir, name) for name in ("selfplay", "train", "eval")}
     metrics["agent"] = MetricsWriter(run_dir, "agent", tensorboard=False)
@@ -115,9 +117,11 @@ def run_inline(config: Config, run_dir: Path, log: bool = True) -> RunSummary:
     def run_eval() -> EvalResult:
         nonlocal reached, evaluated_at
         evaluated_at = train_steps
-        _sync(actor_model, learner.acting_model)
+        _sync(actor_model, learner.acting_model)  # self-play goes on with the weights evaluated (or averaged) now
+        if eval_model is not actor_model:
+            _sync(eval_model, learner.eval_model)
         if config.eval.keep_weights:
-            save_eval_weights(run_dir, train_steps, env_steps, actor_model, config)
+            save_eval_weights(run_dir, train_steps, env_steps, eval_model, config)
         result = evaluate(eval_env, eval_search, config.eval.episodes, seed=config.run.seed + 777 + train_steps)
         evals.append(result)
         metrics["eval"].write(train_steps, {"env_steps": env_steps, **asdict(result)})
@@ -202,7 +206,7 @@ def run_inline(config: Config, run_dir: Path, log: bool = True) -> RunSummary:
             run_eval()  # the final weights, unless the last interval's evaluation already played them
         save_checkpoint(run_dir / "checkpoint.pt", {
             "model": model.state_dict(), "target_model": target_model.state_dict(),
-            "acting_model": learner.acting_model.state_dict(),
+            "acting_model": learner.acting_model.state_dict(), "eval_model": learner.eval_model.state_dict(),
             "optimizer": learner.optimizer.state_dict(), "train_steps": train_steps, "env_steps": env_steps},
             config=asdict(config))
     finally:

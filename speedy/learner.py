@@ -35,6 +35,14 @@ class TrainStats:
     priorities: np.ndarray  # (B,) new priorities for the sampled positions (|error|, without ε)
 
 
+@torch.no_grad()
+def polyak_update(average: torch.nn.Module, model: torch.nn.Module, decay: float) -> None:
+    """average ← decay·average + (1 − decay)·model for parameters; buffers (norm statistics) are copied."""
+    torch._foreach_lerp_(list(average.parameters()), [p.detach() for p in model.parameters()], 1.0 - decay)
+    for mine, theirs in zip(average.buffers(), model.buffers(), strict=True):
+        mine.copy_(theirs)
+
+
 class UnrollLoss(torch.nn.Module):
     """The unroll loss as a module, so that DDP sees the forward pass that its backward reduces."""
 
@@ -81,21 +89,22 @@ class Learner:
         self.acting_ema_decay = t.acting_ema_decay
         # The weights to act with: a Polyak average of `model` (its own copy) or `model` itself when the decay is 0.
         self.acting_model = copy.deepcopy(model).eval() if self.acting_ema_decay > 0 else model
+        # The weights the evaluator plays (eval.ema_decay): an average of `model` of its own, else the acting ones.
+        self.eval_ema_decay = config.eval.ema_decay
+        self.eval_model = copy.deepcopy(model).eval() if self.eval_ema_decay > 0 else self.acting_model
 
     def reset_acting(self) -> None:
-        """Restart the average at the current weights (after loading weights into `model`)."""
-        if self.acting_model is not self.model:
-            self.acting_model.load_state_dict(self.model.state_dict())
+        """Restart the averages at the current weights (after loading weights into `model`)."""
+        for average in (self.acting_model, self.eval_model):
+            if average is not self.model:
+                average.load_state_dict(self.model.state_dict())
 
-    @torch.no_grad()
     def update_acting(self) -> None:
-        """acting ← decay·acting + (1 − decay)·model for parameters; buffers (norm statistics) are copied."""
-        if self.acting_model is self.model:
-            return
-        acting = list(self.acting_model.parameters())
-        torch._foreach_lerp_(acting, [p.detach() for p in self.model.parameters()], 1.0 - self.acting_ema_decay)
-        for mine, theirs in zip(self.acting_model.buffers(), self.model.buffers(), strict=True):
-            mine.copy_(theirs)
+        """Step both averages: acting (train.acting_ema_decay) and the evaluator's (eval.ema_decay)."""
+        if self.acting_model is not self.model:
+            polyak_update(self.acting_model, self.model, self.acting_ema_decay)
+        if self.eval_model is not self.acting_model:
+            polyak_update(self.eval_model, self.model, self.eval_ema_decay)
 
     def _autocast(self) -> contextlib.AbstractContextManager:
         if self.config.train.mixed_precision and self.device.type == "cuda":
