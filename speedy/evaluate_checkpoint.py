@@ -72,7 +72,8 @@ def load_agent(path: str | Path, device: torch.device, atari_only: bool = True) 
                             f"100k protocol")
     model = build_model(config, task_spec(config), device)
     try:
-        model.load_state_dict(record.get("acting_model") or record["model"])  # the weights the agent acts with
+        # the weights the evaluator played: its own average (eval.ema_decay), else the acting ones
+        model.load_state_dict(record.get("eval_model") or record.get("acting_model") or record["model"])
     except (KeyError, RuntimeError) as e:
         raise EvaluateError(f"{file}: its weights do not fit its config's network ({str(e).splitlines()[0]})") from e
     model.eval()

@@ -398,7 +398,7 @@ def resume_data_node(config: Config, run_dir: Path, link: NodeLink, plan: RolePl
                            f"file's data node runs {plan.actors}: resume with the actors it had")
     say(f"[node{link.rank}] resuming replay at env step {env_steps} "
         f"({'with' if frames is not None else 'without'} the replay buffer)", flush=True)
-    return ResumeState({}, {}, {}, train_steps, env_steps, frames, frames is not None)
+    return ResumeState({}, {}, {}, {}, train_steps, env_steps, frames, frames is not None)
 
 
 def run_remote_node(config: Config, run_dir: Path, placement: Placement, world: TorchrunWorld,

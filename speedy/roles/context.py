@@ -28,11 +28,17 @@ T = TypeVar("T")
 LATEST_WEIGHTS = "weights"
 TARGET_WEIGHTS = "target"
 ACTING_WEIGHTS = "acting"  # the Polyak average self-play, evaluation and refresh act with (train.acting_ema_decay > 0)
+EVAL_WEIGHTS = "eval"  # the Polyak average only the evaluator plays (eval.ema_decay > 0)
 
 
 def acting_slot(config: Config) -> str:
     """The weight slot the acting roles pull: the average's own slot, or the latest weights when it is off."""
     return ACTING_WEIGHTS if config.train.acting_ema_decay > 0 else LATEST_WEIGHTS
+
+
+def eval_slot(config: Config) -> str:
+    """The weight slot the evaluator pulls: its own average's (eval.ema_decay), else the acting roles' slot."""
+    return EVAL_WEIGHTS if config.eval.ema_decay > 0 else acting_slot(config)
 # longest wait for a message's frames to reach this node's replicas (a cluster node) before dropping the message
 FRAME_WAIT_S = 10.0
 

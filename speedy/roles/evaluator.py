@@ -1,6 +1,7 @@
-"""Evaluator: every `eval.interval` training steps, greedy episodes with the latest weights on the evaluation
-protocol; raw score (and human-normalised score for Atari) to metrics and the board. Reaching
-`run.stop_eval_return` is recorded on the board, and the node agent stops the run."""
+"""Evaluator: every `eval.interval` training steps, greedy episodes on the evaluation protocol with the latest
+weights (or the Polyak average of `train.acting_ema_decay`, or the evaluator's own of `eval.ema_decay`); raw score
+(and human-normalised score for Atari) to metrics and the board. Reaching `run.stop_eval_return` is recorded on the
+board, and the node agent stops the run."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ from dataclasses import asdict
 from speedy.checkpoint import save_eval_weights
 from speedy.components import search_config
 from speedy.evaluate import evaluate, make_eval_env
-from speedy.roles.context import RoleContext, acting_slot
+from speedy.roles.context import RoleContext, eval_slot
 from speedy.search import ModelSearch
 
 
@@ -33,7 +34,7 @@ async def run_evaluator(ctx: RoleContext) -> None:
                 with ctx.row.timed("wait_input"):
                     await asyncio.sleep(0.1)
                 continue
-            version = ctx.pull_weights(model, acting_slot(config))
+            version = ctx.pull_weights(model, eval_slot(config))
             env_steps = ctx.total_env_steps()
             if config.eval.keep_weights:
                 save_eval_weights(ctx.spec.run_dir, version, env_steps, model, config)

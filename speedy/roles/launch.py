@@ -44,12 +44,14 @@ from speedy.roles.board import Board
 from speedy.roles.cluster_agent import NodeLink
 from speedy.roles.context import (
     ACTING_WEIGHTS,
+    EVAL_WEIGHTS,
     LATEST_WEIGHTS,
     TARGET_WEIGHTS,
     RolePlan,
     RoleSpec,
     acting_slot,
     batch_mux,
+    eval_slot,
 )
 from speedy.roles.process import role_main
 from speedy.roles.resume import (
@@ -152,6 +154,8 @@ def create_shared_memory(config: Config, plan: RolePlan, run_id: str,
         weights = {LATEST_WEIGHTS: initial.model, TARGET_WEIGHTS: initial.target_model}
     if acting_slot(config) == ACTING_WEIGHTS:
         weights[ACTING_WEIGHTS] = initial.acting_model if initial is not None else state
+    if eval_slot(config) == EVAL_WEIGHTS:
+        weights[EVAL_WEIGHTS] = initial.eval_model if initial is not None else state
     for name, values in weights.items():
         slot = WeightSlot.create(run_id, name, WeightLayout.from_state_dict(state))
         slot.publish_state_dict(values, initial.train_steps if initial is not None else 0)

@@ -53,6 +53,7 @@ class ResumeState:
     model: dict[str, Any]
     target_model: dict[str, Any]
     acting_model: dict[str, Any]  # the average the acting roles use (train.acting_ema_decay); the model if none
+    eval_model: dict[str, Any]  # the average the evaluator plays (eval.ema_decay); the acting weights if none
     train_steps: int
     env_steps: int
     frames: list[tuple[int, np.ndarray]] | None
@@ -88,8 +89,9 @@ def load_resume(run_dir: Path, config_dict: dict[str, Any], say: Any = print,
     newest of the journal are read)."""
     record = load_latest(run_dir / CHECKPOINT_NAME, "cpu", config_dict, warn=lambda m: say(f"[agent] {m}"))
     frames = load_replay_frames(run_dir, say, frame_capacity) if with_replay else None
-    return ResumeState(record["model"], record.get("target_model") or record["model"],
-                       record.get("acting_model") or record["model"], int(record["train_steps"]),
+    acting = record.get("acting_model") or record["model"]
+    return ResumeState(record["model"], record.get("target_model") or record["model"], acting,
+                       record.get("eval_model") or acting, int(record["train_steps"]),
                        int(record["env_steps"]), frames, frames is not None)
 
 

@@ -34,6 +34,7 @@ from speedy.losses import TrainingBatch
 from speedy.reanalyze import BatchTargets
 from speedy.roles.context import (
     ACTING_WEIGHTS,
+    EVAL_WEIGHTS,
     FRAME_WAIT_S,
     LATEST_WEIGHTS,
     TARGET_WEIGHTS,
@@ -41,6 +42,7 @@ from speedy.roles.context import (
     RoleContext,
     acting_slot,
     batch_mux,
+    eval_slot,
 )
 from speedy.roles.messages import Inbox, Outbox, PriorityUpdate
 from speedy.shm.frames import FrameEvictedError
@@ -76,7 +78,7 @@ def write_checkpoint(ctx: RoleContext, learner: Learner, target: WeightSlot) -> 
     target_state = {k: v.clone() for k, v in flat_views.items()}  # views of one buffer: torch.save wants own storage
     save_checkpoint(checkpoint_path(ctx), {
         "model": learner.model.state_dict(), "target_model": target_state,
-        "acting_model": learner.acting_model.state_dict(),
+        "acting_model": learner.acting_model.state_dict(), "eval_model": learner.eval_model.state_dict(),
         "optimizer": learner.optimizer.state_dict(), "train_steps": learner.step,
         "env_steps": ctx.total_env_steps(), "rng": rng_state()}, config=asdict(ctx.config))
 
@@ -110,6 +112,8 @@ async def run_trainer(ctx: RoleContext) -> None:
     learner.step = max(0, ctx.weights_version())
     if acting_slot(config) == ACTING_WEIGHTS:  # go on averaging from the published average (a restart keeps it)
         await ctx.wait_for_weights(learner.acting_model, ACTING_WEIGHTS)
+    if eval_slot(config) == EVAL_WEIGHTS:  # the evaluator's average too
+        await ctx.wait_for_weights(learner.eval_model, EVAL_WEIGHTS)
     restore_optimizer(ctx, learner)
     ctx.row.set("train_steps", learner.step)
     publisher = rank == 0
@@ -118,6 +122,7 @@ async def run_trainer(ctx: RoleContext) -> None:
     latest = WeightSlot.attach(ctx.spec.run_id, LATEST_WEIGHTS)
     target = WeightSlot.attach(ctx.spec.run_id, TARGET_WEIGHTS)
     acting = WeightSlot.attach(ctx.spec.run_id, ACTING_WEIGHTS) if acting_slot(config) == ACTING_WEIGHTS else None
+    evaluated = WeightSlot.attach(ctx.spec.run_id, EVAL_WEIGHTS) if eval_slot(config) == EVAL_WEIGHTS else None
     frames = ctx.frame_source()
     publish_every = min(config.actor.weight_update_interval, config.reanalyze.weight_update_interval)
     total = config.total_train_steps
@@ -168,6 +173,8 @@ async def run_trainer(ctx: RoleContext) -> None:
         latest.publish_state_dict(model.state_dict(), learner.step)
         if acting is not None:
             acting.publish_state_dict(learner.acting_model.state_dict(), learner.step)
+        if evaluated is not None:
+            evaluated.publish_state_dict(learner.eval_model.state_dict(), learner.step)
 
     async def train() -> None:
         while True:

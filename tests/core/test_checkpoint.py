@@ -140,3 +140,30 @@ def test_a_setting_added_since_the_checkpoint_is_accepted_at_its_default(tmp_pat
     changed = {**full, "model": {**full["model"], "downsample": "none"}}
     with pytest.raises(CheckpointError, match=r"model.downsample: checkpoint None, now 'none'"):
         load_checkpoint(path, config=changed)
+
+
+def test_resume_restores_each_average_and_falls_back_to_the_weights_acted_with(tmp_path):
+    """--resume: the acting and evaluation averages come back as saved; a checkpoint without the evaluator's
+    average (eval.ema_decay off, or written before it existed) resumes it from the acting weights, and one
+    without either from the trained weights."""
+    from speedy.checkpoint import CHECKPOINT_NAME
+    from speedy.roles.resume import load_resume
+
+    def weights(value: float) -> dict[str, torch.Tensor]:
+        return {"w": torch.full((2,), value)}
+
+    save_checkpoint(tmp_path / CHECKPOINT_NAME, {"model": weights(1.0), "target_model": weights(2.0),
+                                                 "acting_model": weights(3.0), "eval_model": weights(4.0),
+                                                 "train_steps": 7, "env_steps": 70}, config=CONFIG)
+    state = load_resume(tmp_path, CONFIG, say=lambda *a, **k: None, with_replay=False)
+    assert [float(s["w"][0]) for s in (state.model, state.target_model, state.acting_model, state.eval_model)] == [
+        1.0, 2.0, 3.0, 4.0]
+    assert (state.train_steps, state.env_steps, state.frames) == (7, 70, None)
+    save_checkpoint(tmp_path / CHECKPOINT_NAME, {"model": weights(1.0), "acting_model": weights(3.0),
+                                                 "train_steps": 8, "env_steps": 80}, config=CONFIG)
+    state = load_resume(tmp_path, CONFIG, say=lambda *a, **k: None, with_replay=False)
+    assert float(state.eval_model["w"][0]) == 3.0 and float(state.target_model["w"][0]) == 1.0
+    save_checkpoint(tmp_path / CHECKPOINT_NAME, {"model": weights(1.0), "train_steps": 9, "env_steps": 90},
+                    config=CONFIG)
+    state = load_resume(tmp_path, CONFIG, say=lambda *a, **k: None, with_replay=False)
+    assert float(state.acting_model["w"][0]) == float(state.eval_model["w"][0]) == 1.0

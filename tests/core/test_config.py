@@ -11,6 +11,7 @@ from speedy.config import ConfigError, available_presets, build_config, load_pre
 from speedy.learner import Learner
 from speedy.losses import TrainingBatch
 from speedy.optim import learning_rate
+from speedy.roles.context import eval_slot
 from speedy.targets import corrected_td_steps
 
 
@@ -165,6 +166,43 @@ def test_acting_weights_are_a_polyak_average_of_the_trained_ones():
     assert plain.train.acting_ema_decay == 0 and learner.acting_model is learner.model
     with pytest.raises(ConfigError, match="train.acting_ema_decay"):
         build_config("cartpole", overrides=["train.acting_ema_decay=1.0"])
+
+
+def test_the_evaluators_average_is_its_own_and_leaves_the_acting_weights_alone():
+    """eval.ema_decay 0.5 with no acting average: eval ← 0.5·eval + 0.5·weights per step, while self-play acts
+    with the trained weights themselves; with both averages each follows its own decay."""
+    config = build_config("cartpole", overrides=["eval.ema_decay=0.5"])
+    spec = task_spec(config)
+    learner = Learner(build_model(config, spec, torch.device("cpu")), config, spec.frame_stack, torch.device("cpu"))
+    assert learner.acting_model is learner.model and learner.eval_model is not learner.model
+    with torch.no_grad():
+        for p in learner.eval_model.parameters():
+            p.fill_(2.0)
+        for p in learner.model.parameters():
+            p.fill_(10.0)
+    learner.update_acting()
+    assert all(torch.all(p == 6.0) for p in learner.eval_model.parameters())  # 0.5·2 + 0.5·10
+    learner.update_acting()
+    assert all(torch.all(p == 8.0) for p in learner.eval_model.parameters())  # 0.5·6 + 0.5·10
+    learner.reset_acting()
+    assert all(torch.all(p == 10.0) for p in learner.eval_model.parameters())
+    both = build_config("cartpole", overrides=["eval.ema_decay=0.5", "train.acting_ema_decay=0.75"])
+    learner = Learner(build_model(both, spec, torch.device("cpu")), both, spec.frame_stack, torch.device("cpu"))
+    with torch.no_grad():
+        for average in (learner.acting_model, learner.eval_model):
+            for p in average.parameters():
+                p.fill_(4.0)
+        for p in learner.model.parameters():
+            p.fill_(8.0)
+    learner.update_acting()
+    assert all(torch.all(p == 5.0) for p in learner.acting_model.parameters())  # 0.75·4 + 0.25·8
+    assert all(torch.all(p == 6.0) for p in learner.eval_model.parameters())  # 0.5·4 + 0.5·8
+    plain = build_config("cartpole", overrides=["train.acting_ema_decay=0.75"])
+    learner = Learner(build_model(plain, spec, torch.device("cpu")), plain, spec.frame_stack, torch.device("cpu"))
+    assert learner.eval_model is learner.acting_model  # off: the evaluator plays what self-play acts with
+    assert (eval_slot(plain), eval_slot(both), eval_slot(build_config("cartpole"))) == ("acting", "eval", "weights")
+    with pytest.raises(ConfigError, match="eval.ema_decay"):
+        build_config("cartpole", overrides=["eval.ema_decay=-0.1"])
 
 
 def test_learner_mirrors_the_batches_it_trains_on():

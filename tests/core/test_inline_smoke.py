@@ -61,13 +61,17 @@ def test_cartpole_inline_with_greedy_envs_and_averaged_acting_weights(tmp_path):
         "eval.interval=30", "mcts.num_simulations=4", "eval.num_simulations=4", "run.stop_eval_return=0",
         "actor.num_envs=4", "actor.greedy_envs=2", "train.acting_ema_decay=0.9", "mcts.greedy_action=completed_q",
         "mcts.policy_target=completed_q", "train.reanalyze_ratio=0.5", "train.mirror_signs=[-1,-1,-1,-1]",
-        "train.mirror_actions=[1,0]",
+        "train.mirror_actions=[1,0]", "eval.ema_decay=0.5", "eval.keep_weights=true",
     ])
     summary = run_inline(config, tmp_path, log=False)
     assert summary.train_steps == 60
     _check_run_dir(tmp_path, summary)
     record = load_latest(tmp_path / "checkpoint.pt", "cpu")
-    assert any(not torch.equal(record["acting_model"][k], v) for k, v in record["model"].items())
+    trained, acting, evaluated = record["model"], record["acting_model"], record["eval_model"]
+    assert any(not torch.equal(acting[k], v) for k, v in trained.items())
+    assert any(not torch.equal(evaluated[k], acting[k]) for k in trained)  # the evaluator's average is its own
+    played = load_latest(tmp_path / "evals" / "step-0000060" / "checkpoint.pt", "cpu")["model"]
+    assert all(torch.equal(played[k], v) for k, v in evaluated.items())  # the last evaluation played it
 
 
 @pytest.mark.timeout(240)

@@ -108,14 +108,15 @@ def test_replay_paces_priority_refresh_sweeps_by_training_steps(tmp_path, no_lef
 
 @pytest.mark.timeout(300)
 def test_acting_roles_play_with_the_averaged_weights(tmp_path, no_leftovers):
-    """train.acting_ema_decay > 0: the trainer publishes the Polyak average to its own slot, the actor, refresher and
-    evaluator pull it, and the checkpoint keeps it beside the trained weights (which --evaluate then plays)."""
+    """train.acting_ema_decay > 0: the trainer publishes the Polyak average to its own slot and the actor and
+    refresher pull it; eval.ema_decay > 0: the evaluator pulls an average of its own from another slot. The
+    checkpoint keeps both beside the trained weights, and --evaluate plays the evaluator's."""
     config = _cartpole_config(["train.training_steps=60", "train.acting_ema_decay=0.9", "roles.refreshers=1",
                                "roles.refresh_chunk=64", "eval.interval=20", "eval.episodes=2",
                                "eval.num_simulations=2", "actor.weight_update_interval=5",
                                "actor.greedy_envs=1", "roles.search_groups=2",
                                "train.mirror_signs=[-1,-1,-1,-1]", "train.mirror_actions=[1,0]",  # trainer mirrors
-                               "eval.keep_weights=true",
+                               "eval.keep_weights=true", "eval.ema_decay=0.5",  # and the evaluator its own
                                "train.env_steps_per_train_step=8",  # bounded: the actor searches and pulls
                                # the trainer is not bound by the actor: at full speed it could end all 60 steps
                                # before the actor's first pull (CI did, on hosts fast and slow); 100 ms per step
@@ -133,11 +134,12 @@ def test_acting_roles_play_with_the_averaged_weights(tmp_path, no_leftovers):
     assert load_agent(tmp_path / "evals" / f"step-{max(kept):07d}", torch.device("cpu"),
                       atari_only=False).train_steps == max(kept)
     record = load_latest(tmp_path / "checkpoint.pt", "cpu")
-    acting, trained = record["acting_model"], record["model"]
-    assert acting.keys() == trained.keys()
+    acting, trained, evaluated = record["acting_model"], record["model"], record["eval_model"]
+    assert acting.keys() == trained.keys() == evaluated.keys()
     assert any(not torch.equal(acting[k], trained[k]) for k in trained)  # an average lags the weights
-    assert torch.equal(load_agent(tmp_path, torch.device("cpu"), atari_only=False).model.state_dict()[
-        next(iter(acting))], acting[next(iter(acting))])
+    assert any(not torch.equal(evaluated[k], acting[k]) for k in trained)  # eval.ema_decay: another average
+    played = load_agent(tmp_path, torch.device("cpu"), atari_only=False).model.state_dict()  # what --evaluate plays
+    assert all(torch.equal(played[k], v) for k, v in evaluated.items())
 
 
 @pytest.mark.timeout(300)
