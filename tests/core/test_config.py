@@ -197,10 +197,11 @@ def test_the_evaluators_average_is_its_own_and_leaves_the_acting_weights_alone()
     learner.update_acting()
     assert all(torch.all(p == 5.0) for p in learner.acting_model.parameters())  # 0.75·4 + 0.25·8
     assert all(torch.all(p == 6.0) for p in learner.eval_model.parameters())  # 0.5·4 + 0.5·8
-    plain = build_config("cartpole", overrides=["train.acting_ema_decay=0.75"])
+    plain = build_config("cartpole", overrides=["train.acting_ema_decay=0.75", "eval.ema_decay=0"])
     learner = Learner(build_model(plain, spec, torch.device("cpu")), plain, spec.frame_stack, torch.device("cpu"))
     assert learner.eval_model is learner.acting_model  # off: the evaluator plays what self-play acts with
-    assert (eval_slot(plain), eval_slot(both), eval_slot(build_config("cartpole"))) == ("acting", "eval", "weights")
+    neither = build_config("cartpole", overrides=["eval.ema_decay=0"])
+    assert (eval_slot(plain), eval_slot(both), eval_slot(neither)) == ("acting", "eval", "weights")
     with pytest.raises(ConfigError, match="eval.ema_decay"):
         build_config("cartpole", overrides=["eval.ema_decay=-0.1"])
 

@@ -41,12 +41,13 @@ def test_cartpole_inline_smoke(tmp_path):
     summary = run_inline(config, tmp_path, log=False)
     assert summary.train_steps == 100
     _check_run_dir(tmp_path, summary)
-    # eval.keep_weights: one checkpoint per evaluation, named by its training step; the last is the final weights
+    # eval.keep_weights: one checkpoint per evaluation, named by its training step; the last is the final weights the
+    # evaluator plays (the preset's eval.ema_decay: an average of the trained ones)
     kept = sorted(p.name for p in (tmp_path / "evals").iterdir())
     assert kept == ["step-0000050", "step-0000100"]
     agent = load_agent(tmp_path / "evals" / "step-0000050", torch.device("cpu"), atari_only=False)
     assert agent.train_steps == 50 and agent.env_steps > 0
-    final = load_latest(tmp_path / "checkpoint.pt", "cpu")["model"]
+    final = load_latest(tmp_path / "checkpoint.pt", "cpu")["eval_model"]
     last = load_latest(tmp_path / "evals" / "step-0000100" / "checkpoint.pt", "cpu")["model"]
     assert all(torch.equal(last[k], v) for k, v in final.items())
 
