@@ -291,7 +291,8 @@ class EvalConfig:
     keep_weights: bool = False
     # The evaluator plays a Polyak average of the trained weights, avg ← decay·avg + (1 − decay)·weights after every
     # training step, that no other role acts with (train.acting_ema_decay averages for self-play and refresh too,
-    # which changes the data). 0: the evaluator plays the weights self-play acts with. Off in every preset.
+    # which changes the data). 0 (the default): the evaluator plays the weights self-play acts with. The cartpole
+    # preset sets 0.998 (docs/benchmarks.md, twelfth session).
     ema_decay: float = 0.0
 
     def validate(self) -> None:
