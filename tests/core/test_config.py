@@ -143,26 +143,36 @@ def test_vector_tasks_train_without_augmentation():
     assert config.train.augmentation == "auto" and learner.augment is None
 
 
+def _cpu_learner(config) -> Learner:  # noqa: ANN001 - a Config
+    spec = task_spec(config)
+    return Learner(build_model(config, spec, torch.device("cpu")), config, spec.frame_stack, torch.device("cpu"))
+
+
+def _fill(model: torch.nn.Module, value: float) -> None:
+    with torch.no_grad():
+        for p in model.parameters():
+            p.fill_(value)
+
+
+def _all(model: torch.nn.Module, value: float) -> bool:
+    return all(torch.all(p == value) for p in model.parameters())
+
+
 def test_acting_weights_are_a_polyak_average_of_the_trained_ones():
     """decay 0.75: acting ← 0.75·acting + 0.25·weights per step, by hand on every parameter; 0 acts with the model."""
-    config = build_config("cartpole", overrides=["train.acting_ema_decay=0.75"])
-    spec = task_spec(config)
-    learner = Learner(build_model(config, spec, torch.device("cpu")), config, spec.frame_stack, torch.device("cpu"))
+    learner = _cpu_learner(build_config("cartpole", overrides=["train.acting_ema_decay=0.75"]))
     assert learner.acting_model is not learner.model
-    with torch.no_grad():
-        for p in learner.acting_model.parameters():
-            p.fill_(4.0)
-        for p in learner.model.parameters():
-            p.fill_(8.0)
+    _fill(learner.acting_model, 4.0)
+    _fill(learner.model, 8.0)
     learner.update_acting()
-    assert all(torch.all(p == 5.0) for p in learner.acting_model.parameters())  # 0.75·4 + 0.25·8
+    assert _all(learner.acting_model, 5.0)  # 0.75·4 + 0.25·8
     learner.update_acting()
-    assert all(torch.all(p == 5.75) for p in learner.acting_model.parameters())  # 0.75·5 + 0.25·8
-    assert all(torch.all(p == 8.0) for p in learner.model.parameters())  # the trained weights are untouched
+    assert _all(learner.acting_model, 5.75)  # 0.75·5 + 0.25·8
+    assert _all(learner.model, 8.0)  # the trained weights are untouched
     learner.reset_acting()
-    assert all(torch.all(p == 8.0) for p in learner.acting_model.parameters())
+    assert _all(learner.acting_model, 8.0)
     plain = build_config("cartpole")
-    learner = Learner(build_model(plain, spec, torch.device("cpu")), plain, spec.frame_stack, torch.device("cpu"))
+    learner = _cpu_learner(plain)
     assert plain.train.acting_ema_decay == 0 and learner.acting_model is learner.model
     with pytest.raises(ConfigError, match="train.acting_ema_decay"):
         build_config("cartpole", overrides=["train.acting_ema_decay=1.0"])
@@ -171,34 +181,26 @@ def test_acting_weights_are_a_polyak_average_of_the_trained_ones():
 def test_the_evaluators_average_is_its_own_and_leaves_the_acting_weights_alone():
     """eval.ema_decay 0.5 with no acting average: eval ← 0.5·eval + 0.5·weights per step, while self-play acts
     with the trained weights themselves; with both averages each follows its own decay."""
-    config = build_config("cartpole", overrides=["eval.ema_decay=0.5"])
-    spec = task_spec(config)
-    learner = Learner(build_model(config, spec, torch.device("cpu")), config, spec.frame_stack, torch.device("cpu"))
+    learner = _cpu_learner(build_config("cartpole", overrides=["eval.ema_decay=0.5"]))
     assert learner.acting_model is learner.model and learner.eval_model is not learner.model
-    with torch.no_grad():
-        for p in learner.eval_model.parameters():
-            p.fill_(2.0)
-        for p in learner.model.parameters():
-            p.fill_(10.0)
+    _fill(learner.eval_model, 2.0)
+    _fill(learner.model, 10.0)
     learner.update_acting()
-    assert all(torch.all(p == 6.0) for p in learner.eval_model.parameters())  # 0.5·2 + 0.5·10
+    assert _all(learner.eval_model, 6.0)  # 0.5·2 + 0.5·10
     learner.update_acting()
-    assert all(torch.all(p == 8.0) for p in learner.eval_model.parameters())  # 0.5·6 + 0.5·10
+    assert _all(learner.eval_model, 8.0)  # 0.5·6 + 0.5·10
     learner.reset_acting()
-    assert all(torch.all(p == 10.0) for p in learner.eval_model.parameters())
+    assert _all(learner.eval_model, 10.0)
     both = build_config("cartpole", overrides=["eval.ema_decay=0.5", "train.acting_ema_decay=0.75"])
-    learner = Learner(build_model(both, spec, torch.device("cpu")), both, spec.frame_stack, torch.device("cpu"))
-    with torch.no_grad():
-        for average in (learner.acting_model, learner.eval_model):
-            for p in average.parameters():
-                p.fill_(4.0)
-        for p in learner.model.parameters():
-            p.fill_(8.0)
+    learner = _cpu_learner(both)
+    _fill(learner.acting_model, 4.0)
+    _fill(learner.eval_model, 4.0)
+    _fill(learner.model, 8.0)
     learner.update_acting()
-    assert all(torch.all(p == 5.0) for p in learner.acting_model.parameters())  # 0.75·4 + 0.25·8
-    assert all(torch.all(p == 6.0) for p in learner.eval_model.parameters())  # 0.5·4 + 0.5·8
+    assert _all(learner.acting_model, 5.0)  # 0.75·4 + 0.25·8
+    assert _all(learner.eval_model, 6.0)  # 0.5·4 + 0.5·8
     plain = build_config("cartpole", overrides=["train.acting_ema_decay=0.75", "eval.ema_decay=0"])
-    learner = Learner(build_model(plain, spec, torch.device("cpu")), plain, spec.frame_stack, torch.device("cpu"))
+    learner = _cpu_learner(plain)
     assert learner.eval_model is learner.acting_model  # off: the evaluator plays what self-play acts with
     neither = build_config("cartpole", overrides=["eval.ema_decay=0"])
     assert (eval_slot(plain), eval_slot(both), eval_slot(neither)) == ("acting", "eval", "weights")
