@@ -59,6 +59,9 @@ def network_spec(config: Config, spec: EnvSpec) -> NetworkSpec:
     m = config.model
     observation_shape = stacked_shape(spec.frame_shape, spec.frame_stack)
     small = is_small_image(observation_shape)
+    if m.obs_scale and (len(spec.frame_shape) != 1 or len(m.obs_scale) != spec.frame_shape[0]):
+        raise ValueError(f"model.obs_scale = {m.obs_scale}: expected one multiplier per component of the "
+                         f"observation (shape {spec.frame_shape}); only vector observations can be scaled")
     return NetworkSpec(
         observation_shape=observation_shape,
         num_actions=spec.num_actions,
@@ -75,6 +78,7 @@ def network_spec(config: Config, spec: EnvSpec) -> NetworkSpec:
         mlp_hidden=tuple(m.mlp_hidden),
         downsample=m.downsample == "efficientzero" or (m.downsample == "auto" and not small),
         input_norm=m.input_norm,
+        obs_scale=tuple(float(x) for x in m.obs_scale) * spec.frame_stack,
         one_hot_actions=m.action_encoding == "one_hot",
     )
 

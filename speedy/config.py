@@ -12,6 +12,7 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import json
+import math
 import tomllib
 import types
 import typing
@@ -73,6 +74,11 @@ class ModelConfig:
     # (LayerNorm(c·h) = LayerNorm(h)), and for CartPole how far the cart is from the centre *is* the magnitude;
     # false (the cartpole preset) feeds ReLU(W·obs + b) on unnormalised.
     input_norm: bool = True
+    # Vector tasks: multipliers of the observation's components before the representation MLP, one per component of
+    # one frame (empty = none). A component whose useful range is small (CartPole's pole angle: ±0.21 rad before the
+    # episode ends, against ±2.4 for the cart's position) otherwise reaches the first layer ten times weaker than
+    # the others, and the values resolve it coarsely.
+    obs_scale: list[float] = field(default_factory=list)
     # Image tasks: how the dynamics network sees the action. "plane" = EfficientZero's one constant plane a / A;
     # "one_hot" = A planes, 1 on the action's. With a scalar plane the conv must decode a non-monotonic map
     # (NOOP 0, LEFT 1/4, RIGHT 2/4, FIRE 3/4 in SpaceInvaders) before it can move anything: a small network did not.
@@ -85,6 +91,8 @@ class ModelConfig:
             _check(getattr(self, key) >= 1, f"model.{key}", getattr(self, key), ">= 1")
         _check(self.channels % 2 == 0, "model.channels", self.channels, "an even number")
         _check(self.norm in ("batch", "layer"), "model.norm", self.norm, "'batch' or 'layer'")
+        _check(all(math.isfinite(x) and x > 0 for x in self.obs_scale), "model.obs_scale", self.obs_scale,
+               "finite multipliers > 0 (one per observation component), or empty")
         _check(self.downsample in DOWNSAMPLE_SETTINGS, "model.downsample", self.downsample,
                f"one of {', '.join(repr(d) for d in DOWNSAMPLE_SETTINGS)}")
         _check(self.action_encoding in ACTION_ENCODINGS, "model.action_encoding", self.action_encoding,

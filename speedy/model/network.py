@@ -42,6 +42,7 @@ class NetworkSpec:
     mlp_hidden: tuple[int, ...] = (128,)  # vector observations only
     downsample: bool = True  # images only: EfficientZero's 16× stem (True) or a stride-1 conv keeping H × W
     input_norm: bool = True  # vectors only: norm after the representation MLP's first linear layer
+    obs_scale: tuple[float, ...] = ()  # vectors only: per-component input multipliers (one per stacked component)
     one_hot_actions: bool = False  # images only: the action as A one-hot planes (True) or one plane a / A
 
     @property
@@ -191,6 +192,12 @@ class MlpBody(nn.Module):
         self.num_actions = spec.num_actions
         self.latent_shape = (latent,)
         self.representation = mlp([spec.observation_shape[0], *hidden, latent], spec.norm, first_norm=spec.input_norm)
+        if spec.obs_scale and len(spec.obs_scale) != spec.observation_shape[0]:
+            raise ValueError(f"obs_scale has {len(spec.obs_scale)} multipliers for an input of "
+                             f"{spec.observation_shape[0]} components")
+        # Derived from the config, so not saved with the weights (checkpoints without it still load).
+        self.register_buffer("obs_scale", torch.tensor(spec.obs_scale or [1.0] * spec.observation_shape[0],
+                                                       dtype=torch.float32), persistent=False)
         self.dynamics_net = mlp([latent + spec.num_actions, *hidden, latent], spec.norm)
         self.reward_in = nn.Identity()
         self.value_in = nn.Identity()
@@ -204,7 +211,7 @@ class MlpBody(nn.Module):
         return (x - low) / (high - low).clamp(min=1e-5)
 
     def represent(self, obs: torch.Tensor) -> torch.Tensor:
-        return self._normalize(self.representation(obs.float()))
+        return self._normalize(self.representation(obs.float() * self.obs_scale))
 
     def dynamics(self, latent: torch.Tensor, action: torch.Tensor) -> torch.Tensor:
         one_hot = F.one_hot(action.long(), self.num_actions).float()

@@ -92,6 +92,8 @@ def test_impossible_value_names_what_is_allowed():
         build_config(overrides=["mcts.greedy_action='q'"])
     with pytest.raises(ConfigError, match=r"mcts.policy_target = 'gumbel' is not allowed: expected 'visits' or"):
         build_config(overrides=["mcts.policy_target='gumbel'"])
+    with pytest.raises(ConfigError, match=r"model.obs_scale = \[1.0, 0.0\] is not allowed: expected finite"):
+        build_config(overrides=["model.obs_scale=[1.0, 0.0]"])
 
 
 def test_run_file_errors_name_the_file(tmp_path):

@@ -1,3 +1,4 @@
+import numpy as np
 import pytest
 import torch
 
@@ -99,6 +100,38 @@ def test_layer_norm_on_the_input_layer_loses_the_observation_magnitude(input_nor
     with torch.no_grad():
         near, far = net.initial_inference(obs).latent, net.initial_inference(3 * obs).latent
     assert torch.allclose(near, far, atol=1e-5) == input_norm
+
+
+def test_obs_scale_multiplies_the_observation_before_the_representation():
+    """model.obs_scale: a network with multipliers s sees obs exactly as the same weights without them see s·obs."""
+    from dataclasses import replace
+
+    scale = (1.0, 2.0, 10.0, 1.0, 1.0, 1.0, 0.5, 3.0)
+    torch.manual_seed(0)
+    plain = EfficientZeroNet(_mlp_spec("layer")).eval()
+    scaled = EfficientZeroNet(replace(_mlp_spec("layer"), obs_scale=scale)).eval()
+    scaled.load_state_dict(plain.state_dict())  # the multipliers are not part of the saved weights
+    obs = torch.randn(4, 8)
+    with torch.no_grad():
+        assert torch.equal(scaled.initial_inference(obs).latent,
+                           plain.initial_inference(obs * torch.tensor(scale)).latent)
+        assert not torch.allclose(scaled.initial_inference(obs).latent, plain.initial_inference(obs).latent)
+    with pytest.raises(ValueError, match="obs_scale has 3 multipliers for an input of 8 components"):
+        EfficientZeroNet(replace(_mlp_spec("layer"), obs_scale=(1.0, 2.0, 3.0)))
+
+
+def test_obs_scale_is_one_multiplier_per_component_of_a_vector_frame():
+    from dataclasses import replace
+
+    from speedy.components import network_spec
+    from speedy.config import build_config
+    from speedy.envs.types import EnvSpec
+
+    config = build_config(overrides=["model.obs_scale=[1.0, 1.0, 10.0, 1.0]"])
+    vector = EnvSpec("gym:CartPole-v1", "gym", (4,), np.dtype(np.float32), 2, 2, ("LEFT", "RIGHT"))
+    assert network_spec(config, vector).obs_scale == (1.0, 1.0, 10.0, 1.0) * 2  # tiled over the stack
+    with pytest.raises(ValueError, match=r"model.obs_scale = \[1.0, 1.0, 10.0, 1.0\]: expected one multiplier"):
+        network_spec(config, replace(vector, frame_shape=(3,)))
 
 
 @pytest.mark.parametrize("one_hot", [False, True])
