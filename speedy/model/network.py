@@ -195,9 +195,10 @@ class MlpBody(nn.Module):
         if spec.obs_scale and len(spec.obs_scale) != spec.observation_shape[0]:
             raise ValueError(f"obs_scale has {len(spec.obs_scale)} multipliers for an input of "
                              f"{spec.observation_shape[0]} components")
-        # Derived from the config, so not saved with the weights (checkpoints without it still load).
-        self.register_buffer("obs_scale", torch.tensor(spec.obs_scale or [1.0] * spec.observation_shape[0],
-                                                       dtype=torch.float32), persistent=False)
+        # Derived from the config, so not saved with the weights (checkpoints without it still load); None = no
+        # multiplication at all.
+        self.register_buffer("obs_scale", torch.tensor(spec.obs_scale, dtype=torch.float32) if spec.obs_scale
+                             else None, persistent=False)
         self.dynamics_net = mlp([latent + spec.num_actions, *hidden, latent], spec.norm)
         self.reward_in = nn.Identity()
         self.value_in = nn.Identity()
@@ -211,7 +212,8 @@ class MlpBody(nn.Module):
         return (x - low) / (high - low).clamp(min=1e-5)
 
     def represent(self, obs: torch.Tensor) -> torch.Tensor:
-        return self._normalize(self.representation(obs.float() * self.obs_scale))
+        obs = obs.float() if self.obs_scale is None else obs.float() * self.obs_scale
+        return self._normalize(self.representation(obs))
 
     def dynamics(self, latent: torch.Tensor, action: torch.Tensor) -> torch.Tensor:
         one_hot = F.one_hot(action.long(), self.num_actions).float()
