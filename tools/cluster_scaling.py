@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import json
 import shutil
+import signal
 import sys
 import tempfile
 import time
@@ -73,6 +74,17 @@ reanalyzers = 1
     return path
 
 
+def failure(codes: list[int], timeout_s: float) -> str:
+    """What went wrong, per node: its exit code, or SIGKILL (still running at the deadline, when it is killed)."""
+    parts = []
+    for i, code in enumerate(codes):
+        if code == -9:
+            parts.append(f"node{i} killed (still running at the {timeout_s:.0f} s deadline, or killed from outside)")
+        elif code != 0:
+            parts.append(f"node{i} exited with code {code}")
+    return "; ".join(parts)
+
+
 def measure(nodes: int, cost_s: float, train_steps: int, work: Path, timeout_s: float) -> ScalingPoint:
     """Run a 1 + `nodes` node cluster to `train_steps` training steps and profile its training span."""
     run_dir = work / f"nodes{nodes}"
@@ -88,8 +100,9 @@ def measure(nodes: int, cost_s: float, train_steps: int, work: Path, timeout_s: 
     finally:
         cleanup_stale()
     if codes != [0] * len(cluster):
-        tail = (run_dir / "node0.log").read_text(errors="replace")[-2000:]
-        raise RuntimeError(f"{1 + nodes}-node cluster exited with codes {codes}; node 0's log ends:\n{tail}")
+        raise RuntimeError(f"{1 + nodes}-node cluster: {failure(codes, timeout_s)}\n" + "\n".join(
+            f"--- node{i}.log ends:\n" + (run_dir / f"node{i}.log").read_text(errors="replace")[-1500:]
+            for i in range(len(cluster))))
     profile = analyze(run_dir / "run")
     trainer, reanalyzers = profile.kinds["trainer"], profile.kinds["reanalyzer"]
     return ScalingPoint(
@@ -148,6 +161,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if any(n < 1 for n in args.nodes) or args.cost_s <= 0 or args.train_steps < 20:
         parser.error("--nodes must be >= 1, --cost-s > 0 and --train-steps >= 20")
+    # SIGTERM (a batch system, a test's timeout) unwinds like Ctrl-C, so that the running cluster is killed too:
+    # its launchers sit in sessions of their own and would otherwise outlive this script
+    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
     host = host_info()
     if not args.json:
         print(host_line(host), flush=True)

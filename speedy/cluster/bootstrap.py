@@ -12,7 +12,9 @@ Launch (one agent process per node; see ../shared/DESIGN.md §2 for why these fl
 from __future__ import annotations
 
 import os
+import threading
 from dataclasses import dataclass
+from typing import Any, NoReturn
 
 from speedy.cluster.nodes import ClusterError
 
@@ -90,3 +92,25 @@ def init_rpc(world: TorchrunWorld, timeout_s: float, threads: int = 8) -> None:
     options = rpc.TensorPipeRpcBackendOptions(num_worker_threads=threads, rpc_timeout=timeout_s)
     rank = world.rank if world.rpc_rank < 0 else world.rpc_rank
     rpc.init_rpc(f"node{world.rank}", rank=rank, world_size=world.world_size, rpc_backend_options=options)
+
+
+def leave_rpc_and_exit(code: int, timeout_s: float = 15.0, say: Any = print) -> NoReturn:
+    """Leave the RPC group and end this process with exit code `code`, whatever RPC does.
+
+    `rpc.shutdown(graceful=False)` waits for the requests this node is still serving; a peer that hangs or dies in
+    the middle of one can hold it there for good, and torchrun's other launchers would then wait in their exit
+    barrier (300 s) for this one. Everything the node had to write is written before this is called, so past
+    `timeout_s` the process exits anyway (saying so). `os._exit`: no interpreter teardown racing RPC's threads."""
+    from torch.distributed import rpc
+
+    def force_exit() -> None:
+        say(f"[agent] RPC shutdown took over {timeout_s:.0f} s; exiting without it", flush=True)
+        os._exit(code)
+
+    watchdog = threading.Timer(timeout_s, force_exit)
+    watchdog.daemon = True
+    watchdog.start()
+    try:
+        rpc.shutdown(graceful=False)
+    finally:
+        os._exit(code)

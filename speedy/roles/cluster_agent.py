@@ -30,15 +30,16 @@ from __future__ import annotations
 import re
 import threading
 import time
+import traceback
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import numpy as np
 import torch
 
 from speedy.cluster import bridge
-from speedy.cluster.bootstrap import TorchrunWorld, init_rpc, set_interface
+from speedy.cluster.bootstrap import TorchrunWorld, init_rpc, leave_rpc_and_exit, set_interface
 from speedy.cluster.nodes import ClusterError, ClusterSpec
 from speedy.config import Config
 from speedy.device_monitor import DeviceMonitor, device_report
@@ -470,14 +471,12 @@ def run_remote_node(config: Config, run_dir: Path, placement: Placement, world: 
 
 
 def run_cluster_node(config: Config, run_dir: Path, spec: ClusterSpec, world: TorchrunWorld, say: Any = print,
-                     resume: bool = False) -> int:
+                     resume: bool = False) -> NoReturn:
     """Entry of `run.py` under torchrun: join RPC, then run node 0 (the run's agent loop) or another node. With
     `resume`, node 0 continues the stopped run in `run_dir` (checkpoint; replay and frames where it hosts them:
     speedy/roles/resume.py), a separate data node restores its replay and frames from its own directory, and
     reanalysis nodes hold nothing to restore (they replicate what they need again).
     Exit codes: 0 done, 1 lost node 0 or the data node / a run failure, 2 a checkpoint that cannot be resumed."""
-    import os
-
     from speedy.checkpoint import CheckpointError
     from speedy.roles.launch import RunFailedError, run_single_box
 
@@ -506,8 +505,8 @@ def run_cluster_node(config: Config, run_dir: Path, spec: ClusterSpec, world: To
             except ClusterError as err:
                 say(f"error: cannot resume: {err}", flush=True)
                 code = 2
+    except BaseException:  # noqa: BLE001 - reported here: the exit below skips Python's own report
+        traceback.print_exc()
+        code = 1
     finally:
-        from torch.distributed import rpc
-
-        rpc.shutdown(graceful=False)
-    os._exit(code)  # no torchrun exit barrier wait on RPC threads: everything is written
+        leave_rpc_and_exit(code, say=say)  # everything is written: a stuck RPC shutdown cannot hold the node

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import re
+import subprocess
+import sys
+import time
 
 import pytest
 
@@ -132,3 +135,27 @@ def test_nodes_are_placed_by_host_when_every_node_names_one():
         place_node(world, spec.hosts, "gpu-z")
     with pytest.raises(ClusterError, match="1 of 2 nodes name a host"):
         parse_cluster({"nodes": [{"kind": "combined", "actors": 1, "host": "a"}, {"kind": "reanalysis"}]}, 2)
+
+
+LEAVE = """
+import os, sys, time
+from speedy.cluster.bootstrap import TorchrunWorld, init_rpc, leave_rpc_and_exit
+from speedy.cluster.ddp import free_port
+os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(free_port()), TP_SOCKET_IFNAME="lo")
+init_rpc(TorchrunWorld(0, 1, "127.0.0.1", int(os.environ["MASTER_PORT"]), 0), timeout_s=5.0)
+if sys.argv[1] == "stuck":  # a shutdown that never returns, as one waiting on a request from a hung peer
+    from torch.distributed import rpc
+    rpc.shutdown = lambda graceful=True: time.sleep(600)
+leave_rpc_and_exit(int(sys.argv[2]), timeout_s=1.0)
+print("not reached")
+"""
+
+
+@pytest.mark.parametrize("how", ["clean", "stuck"])
+def test_leaving_rpc_ends_the_process_with_its_code_even_if_shutdown_hangs(how):
+    started = time.monotonic()
+    out = subprocess.run([sys.executable, "-c", LEAVE, how, "3"], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 3, out.stderr[-2000:]
+    assert "not reached" not in out.stdout
+    assert ("exiting without it" in out.stdout) == (how == "stuck"), out.stdout
+    assert time.monotonic() - started < 30

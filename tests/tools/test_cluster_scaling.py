@@ -15,7 +15,8 @@ from tests.tools.conftest import REPO
 @pytest.mark.timeout(400)
 def test_two_reanalysis_nodes_train_about_twice_as_fast_as_one(tmp_path):
     out = subprocess.run([sys.executable, str(REPO / "tools" / "cluster_scaling.py"), "--nodes", "1", "2",
-                          "--cost-s", "0.4", "--train-steps", "80", "--json", "--png", str(tmp_path / "s.png"),
+                          "--cost-s", "0.4", "--train-steps", "80", "--timeout-s", "150", "--json",
+                          "--png", str(tmp_path / "s.png"),
                           "--keep", str(tmp_path / "runs")], capture_output=True, text=True, cwd=REPO, timeout=380)
     assert out.returncode == 0, out.stderr[-3000:]
     report = json.loads(out.stdout)
