@@ -53,7 +53,7 @@ from speedy.roles.context import (
     batch_mux,
     eval_slot,
 )
-from speedy.roles.process import role_main
+from speedy.roles.process import group_signals_held, role_context, role_main
 from speedy.roles.resume import (
     FrameJournal,
     ResumeState,
@@ -170,7 +170,7 @@ class Supervisor:
                  roles: list[tuple[str, int]] | None = None) -> None:
         """`roles`: the (role, index) processes of this node; default every role of `plan` (a single box)."""
         self.config, self.plan, self.run_id, self.run_dir = config, plan, run_id, run_dir
-        self.context = mp.get_context("spawn")
+        self.context = role_context()
         self.processes: dict[str, mp.process.BaseProcess] = {}
         self.specs: dict[str, RoleSpec] = {}
         self.restarts: dict[str, int] = {}
@@ -187,7 +187,8 @@ class Supervisor:
 
     def start(self, name: str) -> None:
         process = self.context.Process(target=role_main, args=(self.specs[name],), name=f"speedy-{name}", daemon=True)
-        process.start()
+        with group_signals_held():  # the fork server, when this starts it, never acts on them
+            process.start()
         self.processes[name] = process
 
     def start_all(self) -> None:

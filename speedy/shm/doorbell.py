@@ -1,8 +1,9 @@
 """Doorbells: wake a sleeping peer in another process, blocking or from an asyncio loop.
 
 A doorbell is a named FIFO next to its segment (``/dev/shm/speedy_<run>_<name>.bell-r``).
-We use a named FIFO rather than an eventfd because role processes are *spawned* (torch and
-fork do not mix) and attach to rings by name: a FIFO needs no file-descriptor passing, yet is
+We use a named FIFO rather than an eventfd because role processes do not inherit the agent's
+descriptors (they come from a fork server, not a fork of the agent: torch and fork do not mix)
+and attach to rings by name: a FIFO needs no file-descriptor passing, yet is
 an ordinary pollable fd that asyncio's ``loop.add_reader`` (uvloop included) and ``select.poll``
 can wait on. Both sides open it O_RDWR | O_NONBLOCK (Linux allows this for FIFOs), so opening
 never blocks, writing never fails with ENXIO, and the reader never sees EOF.

@@ -21,9 +21,10 @@ def no_leftovers():
     yield
     assert speedy_segments() - before == set()
     children = psutil.Process().children(recursive=True)
-    # multiprocessing's resource tracker belongs to this pytest process and ends with it
+    # multiprocessing's resource tracker and the roles' fork server (of run_single_box called in this process)
+    # belong to this pytest process and end with it
     alive = [c for c in children if c.is_running() and c.status() != psutil.STATUS_ZOMBIE
-             and "resource_tracker" not in " ".join(c.cmdline())]
+             and not any(name in " ".join(c.cmdline()) for name in ("resource_tracker", "forkserver"))]
     assert not alive, f"processes left behind: {[c.cmdline()[:3] for c in alive]}"
 
 

@@ -156,6 +156,35 @@ def test_kill_9_of_each_role_kind_once_and_the_run_still_finishes(tmp_path, no_l
     assert "restarts " in output  # the progress line shows them
 
 
+@pytest.mark.timeout(300)
+def test_kill_9_of_the_fork_server_ends_its_roles_and_the_agent_restarts_them(tmp_path, no_leftovers):
+    """Roles are forked by the agent's fork server, the only process that can report their exits. Killed on its own
+    (the OOM killer's pick, say), its roles end rather than run on unseen; the agent restarts each of them from a
+    new server (no two copies of a role at once) and the run trains to its limit."""
+    agent = start_run(tmp_path, "--set", "roles.slow_trainer_s=0.05", "--max-train-steps", "200")
+    try:
+        rows = wait_for(lambda: (r := agent_rows(tmp_path)) and r["trainer"]["train_steps"] > 5 and r, 150,
+                        "training")
+        roles = {name: int(row["pid"]) for name, row in rows.items() if name != "agent" and row.get("pid")}
+        [server] = [p for p in psutil.Process(agent.pid).children() if "forkserver" in " ".join(p.cmdline())]
+        assert all(psutil.Process(pid).ppid() == server.pid for pid in roles.values())
+        steps = rows["trainer"]["train_steps"]
+        server.kill()
+        gone, alive = psutil.wait_procs([psutil.Process(pid) for pid in roles.values()], timeout=10)
+        assert not alive, f"roles of the killed fork server still running: {alive}"
+        wait_for(lambda: (r := agent_rows(tmp_path)) and r["trainer"]["train_steps"] > steps + 2, 120,
+                 "training to go on from restarted roles")
+        output, _ = agent.communicate(timeout=200)
+    finally:
+        if agent.poll() is None:
+            agent.kill()
+            agent.communicate()
+    assert agent.returncode == 0, output[-3000:]
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert summary["train_steps"] == 200
+    assert summary["restarts"] == dict.fromkeys(roles, 1), summary["restarts"]
+
+
 @pytest.mark.timeout(400)
 def test_after_kill_9_resume_takes_the_periodic_replay_snapshot_and_its_journaled_frames(tmp_path, no_leftovers):
     import numpy as np
