@@ -15,6 +15,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from speedy.roles.context import RoleContext, RoleSpec
+from speedy.shm.segment import pid_alive, process_start_time
 from speedy.threads import limit_threads
 
 
@@ -101,18 +102,6 @@ def group_signals_held() -> Iterator[None]:
         signal.pthread_sigmask(signal.SIG_SETMASK, held)
 
 
-def agent_alive(pid: int, started: float) -> bool:
-    """Whether the agent process `pid` (created at `started`, psutil's create_time) is still running: not gone, not
-    a zombie waiting to be reaped, not its pid reused by another process."""
-    import psutil
-
-    try:
-        agent = psutil.Process(pid)
-        return agent.create_time() == started and agent.status() != psutil.STATUS_ZOMBIE
-    except psutil.NoSuchProcess:
-        return False
-
-
 def die_with_agent() -> None:
     """End this role process when its node agent (the process that started it) dies, by any signal, SIGKILL
     included.
@@ -129,20 +118,17 @@ def die_with_agent() -> None:
     stop flag so that the trainer writes its checkpoint and replay its snapshot; dying on it would lose both.
     (The agent's own last resort for a role that ignores the flag is SIGKILL.)
     """
-    import psutil
-
     parent = mp.parent_process()
     agent_pid = parent.pid if parent is not None else os.getppid()
     server_pid = os.getppid()  # the fork server (under spawn: the agent itself)
-    try:
-        started = psutil.Process(agent_pid).create_time()
-    except psutil.NoSuchProcess:
+    started = process_start_time(agent_pid)  # guards against the agent's pid being reused
+    if not started:
         os._exit(3)  # the agent died before we got here
 
     def orphaned() -> bool:
         # the fork server gone while the agent lives (killed on its own, e.g. by the OOM killer): the agent can no
         # longer tell whether this role runs, and would start another in its place, so this one ends
-        return os.getppid() != server_pid or not agent_alive(agent_pid, started)
+        return os.getppid() != server_pid or not pid_alive(agent_pid, started)
 
     def on_term(signum, frame):  # noqa: ANN001, ARG001
         if orphaned():

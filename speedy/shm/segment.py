@@ -160,6 +160,8 @@ def _install_hooks() -> None:
         previous = signal.getsignal(signum)
         if previous is None:  # set from C code; we cannot chain to it, so leave it alone
             continue
+        if previous == signal.SIG_IGN:  # the process runs on after this signal (e.g. SIGINT in a background job),
+            continue  # and so do the peers attached to its segments: nothing to clean up
         _previous_handlers[signum] = previous
         signal.signal(signum, _on_signal)
 

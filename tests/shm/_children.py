@@ -100,10 +100,15 @@ def frame_reader(run_id: str, name: str, ids: list, out_name: str) -> None:
     w.close()
 
 
-def segment_maker(run_id: str, name: str, ready_path: str) -> None:
-    """Create a segment, signal readiness by creating `ready_path`, then sleep until killed."""
+def segment_maker(run_id: str, name: str, ready_path: str, ignore_sigint: bool = False) -> None:
+    """Create a segment, signal readiness by creating `ready_path`, then sleep until killed. `ignore_sigint`: the
+    process ignores SIGINT from the start, as a job started in the background by a shell script does."""
+    import signal
+
     from speedy.shm import Segment
 
+    if ignore_sigint:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
     Segment.create(run_id, name, 4096)
     open(ready_path, "w").close()
     time.sleep(60)

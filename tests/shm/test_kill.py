@@ -99,3 +99,22 @@ def test_sigterm_unlinks_and_sigkill_leaves_stale_segments_for_cleanup(run_id, c
         else:
             assert left == [f"speedy_{run_id}_{name}"]
             assert cleanup_stale(run_id) == [f"/dev/shm/speedy_{run_id}_{name}"]
+
+
+def test_an_ignored_sigint_leaves_the_segments_of_a_process_that_runs_on(run_id, ctx, tmp_path):
+    """A process that ignores SIGINT (started in the background by a script) keeps running on it, so its segments
+    must stay: its peers still attach to them."""
+    ready = tmp_path / "ready"
+    p = start(ctx, segment_maker, run_id, "ign", str(ready), True)
+    try:
+        t0 = time.monotonic()
+        while not ready.exists() and time.monotonic() - t0 < 20:
+            time.sleep(0.02)
+        os.kill(p.pid, signal.SIGINT)
+        time.sleep(0.5)
+        assert p.is_alive()
+        assert [s.name for s in list_segments(run_id)] == [f"speedy_{run_id}_ign"]
+    finally:
+        p.kill()
+        stop(p)
+    cleanup_stale(run_id)
