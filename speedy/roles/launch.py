@@ -378,6 +378,9 @@ def run_single_box(config: Config, run_dir: Path, log: bool = True, resume: bool
         say(f"[agent] {'paused' if paused else 'resumed'} (SIGUSR1 toggles)", flush=True)
 
     signal.signal(signal.SIGTERM, on_term)
+    # Ctrl-C stops the run even where SIGINT came in ignored (a job started in the background by a script, then
+    # `kill -INT`): the agent says it does, and Python raises KeyboardInterrupt only where SIGINT was not ignored
+    previous_int = signal.signal(signal.SIGINT, on_term)
     previous_usr1 = signal.signal(signal.SIGUSR1, on_usr1)
     reason = "finished"
     progress = Progress(board, start)
@@ -420,7 +423,7 @@ def run_single_box(config: Config, run_dir: Path, log: bool = True, resume: bool
     finally:
         # Shutdown is bounded (joins with timeouts, then terminate/kill); further Ctrl-C/SIGTERM must not cut it
         # short and leave processes or shared memory behind.
-        previous_int = signal.signal(signal.SIGINT, signal.SIG_IGN)
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
         signal.signal(signal.SIGTERM, signal.SIG_IGN)
         if devices is not None:
             devices.close()

@@ -171,7 +171,9 @@ def test_kill_restart_pause_and_ctrl_c(tmp_path, no_leftovers):
     cmd = [sys.executable, str(REPO / "run.py"), "--preset", "cartpole", "--run-dir", str(tmp_path)]
     for item in overrides:
         cmd += ["--set", item]
-    agent = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=REPO)
+    # started with SIGINT ignored, as a script's background job is (and CI's may be): `kill -INT` still stops it
+    agent = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=REPO,
+                             preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN))
     try:
         rows = wait_for(lambda: (r := agent_rows(tmp_path)) and r["trainer"]["train_steps"] > 5 and r,
                          150, "training to start")
