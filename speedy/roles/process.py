@@ -148,6 +148,19 @@ def die_with_agent() -> None:
     threading.Thread(target=watch, name="agent-watchdog", daemon=True).start()
 
 
+def unnamed_process_locks() -> None:
+    """Make this role's default multiprocessing start method "fork", so that locks made from the default context
+    are unnamed semaphores, gone with the processes that hold them.
+
+    A role inherits "forkserver" from the fork server, and numba's thread-pool start (`limit_threads`) takes an
+    RLock from the default context: under "forkserver" a named POSIX semaphore (/dev/shm/sem.mp-*) that only
+    multiprocessing's resource tracker unlinks if the role dies. A node SIGKILLed as a whole (a dead machine, a
+    test's `kill_node`) took the tracker with it and left one per role behind. A role starts no processes itself,
+    so the start method changes nothing else."""
+    if "fork" in mp.get_all_start_methods():
+        mp.set_start_method("fork", force=True)
+
+
 def role_main(spec: RoleSpec) -> None:
     """Run one role until the board's stop flag (or its own end); exit code 1 with a logged traceback on error.
     The process ends within seconds if its node agent dies (`die_with_agent`)."""
@@ -155,6 +168,7 @@ def role_main(spec: RoleSpec) -> None:
     die_with_agent()
     if hasattr(signal, "pthread_sigmask"):  # held by the fork server (group_signals_held)
         signal.pthread_sigmask(signal.SIG_UNBLOCK, GROUP_SIGNALS)
+    unnamed_process_locks()
     limit_threads(spec.threads)
     ctx = None
     try:
