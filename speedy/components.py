@@ -66,6 +66,7 @@ def network_spec(config: Config, spec: EnvSpec) -> NetworkSpec:
         observation_shape=observation_shape,
         num_actions=spec.num_actions,
         support_size=m.support_size,
+        value_transform=m.value_transform,
         channels=m.channels,
         reduced_channels=m.reduced_channels,
         lstm_hidden=m.lstm_hidden,

@@ -24,6 +24,7 @@ PRESET_DIR = Path(__file__).parent / "presets"
 AUGMENTATION_SETTINGS = ("auto", "none", "shift", "intensity", "shift+intensity")
 DOWNSAMPLE_SETTINGS = ("auto", "efficientzero", "none")
 ACTION_ENCODINGS = ("plane", "one_hot")
+VALUE_TRANSFORMS = ("h", "none")
 
 
 class ConfigError(ValueError):
@@ -52,6 +53,10 @@ class EnvConfig:
 @dataclass
 class ModelConfig:
     support_size: int = 300
+    # What the categorical value and value-prefix supports are over (speedy/model/support.py): "h" = EfficientZero's
+    # squashed returns; "none" = the returns themselves, one bin per unit (support_size must then cover the largest
+    # return), which weighs a value error alike at every return instead of ≈ 1/(2√v) as much at v.
+    value_transform: str = "h"
     channels: int = 64
     reduced_channels: int = 16
     lstm_hidden: int = 512
@@ -86,6 +91,8 @@ class ModelConfig:
 
     def validate(self) -> None:
         _check(self.support_size >= 1, "model.support_size", self.support_size, ">= 1")
+        _check(self.value_transform in VALUE_TRANSFORMS, "model.value_transform", self.value_transform,
+               f"one of {', '.join(repr(t) for t in VALUE_TRANSFORMS)}")
         for key in ("channels", "reduced_channels", "lstm_hidden", "proj_hidden", "proj_out", "pred_hidden",
                     "mlp_latent"):
             _check(getattr(self, key) >= 1, f"model.{key}", getattr(self, key), ">= 1")

@@ -87,15 +87,17 @@ def loss_terms(
     support_size: int,
     loss_weights: LossWeights,
     mask_past_end: bool = True,
+    value_transform: str = "h",
 ) -> LossOutput:
     """The four losses per sample (B,), summed over unroll steps, and the weighted total (module docstring: weights
     and masks). mask (B, K+1): 1 where t+k is a real state; weights (B,) importance-sampling weights."""
     acted = torch.cat([torch.ones_like(mask[:, :1]), mask[:, :-1]], 1)  # (B, K+1): 1 where k ≤ valid steps
     if not mask_past_end:  # value → 0 and value prefix → constant past the end (policy targets there are 0 anyway)
         acted = torch.ones_like(acted)
-    value = (cross_entropy(pred.value_logits, scalar_to_support(target_value, support_size)) * acted).sum(1)
-    value_prefix = (cross_entropy(pred.value_prefix_logits, scalar_to_support(target_value_prefix, support_size))
-                    * acted[:, 1:]).sum(1)
+    value_target = scalar_to_support(target_value, support_size, value_transform)
+    value_prefix_target = scalar_to_support(target_value_prefix, support_size, value_transform)
+    value = (cross_entropy(pred.value_logits, value_target) * acted).sum(1)
+    value_prefix = (cross_entropy(pred.value_prefix_logits, value_prefix_target) * acted[:, 1:]).sum(1)
     policy = (cross_entropy(pred.policy_logits, target_policy) * acted).sum(1)
     cosine = F.cosine_similarity(pred.dynamic_projection, pred.target_projection, dim=-1, eps=1e-5)
     consistency = -(cosine * mask[:, 1:]).sum(1)
@@ -106,7 +108,7 @@ def loss_terms(
         + loss_weights.consistency * consistency
     )
     total = (weights * per_sample).mean()
-    predicted_value = support_to_scalar(pred.value_logits[:, 0].detach(), support_size)
+    predicted_value = support_to_scalar(pred.value_logits[:, 0].detach(), support_size, value_transform)
     priorities = (predicted_value - target_value[:, 0]).abs()
     return LossOutput(total, value_prefix.detach(), value.detach(), policy.detach(), consistency.detach(), priorities)
 
@@ -181,4 +183,5 @@ def unroll_loss(
         model.spec.support_size,
         loss_weights,
         mask_past_end,
+        model.spec.value_transform,
     )

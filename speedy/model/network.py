@@ -30,6 +30,7 @@ class NetworkSpec:
     observation_shape: tuple[int, ...]  # stacked input: (C·stack, H, W) for images or (stack·D,) for vectors
     num_actions: int
     support_size: int = 300
+    value_transform: str = "h"  # what the value and value-prefix supports are over: "h" (EfficientZero) or "none"
     channels: int = 64
     reduced_channels: int = 16
     lstm_hidden: int = 512
@@ -254,7 +255,8 @@ class EfficientZeroNet(nn.Module):
         value_features, policy_features = self.body.prediction_features(latent)
         value_logits = self.value_head(value_features)
         policy_logits = self.policy_head(policy_features)
-        return value_logits, policy_logits, support_to_scalar(value_logits, self.spec.support_size)
+        value = support_to_scalar(value_logits, self.spec.support_size, self.spec.value_transform)
+        return value_logits, policy_logits, value
 
     def initial_inference(self, obs: torch.Tensor) -> InferenceOutput:
         latent = self.body.represent(obs)
@@ -280,7 +282,7 @@ class EfficientZeroNet(nn.Module):
         value_logits, policy_logits, value = self._predict(next_latent)
         return InferenceOutput(
             value=value,
-            value_prefix=support_to_scalar(prefix_logits, self.spec.support_size),
+            value_prefix=support_to_scalar(prefix_logits, self.spec.support_size, self.spec.value_transform),
             policy_logits=policy_logits,
             latent=next_latent,
             lstm_state=new_state,

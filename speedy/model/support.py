@@ -2,11 +2,18 @@
 
 h(x) = sign(x)·(√(|x|+1) − 1) + ε·x with ε = 0.001 squashes returns; values and value prefixes are predicted as a
 categorical distribution over the integer support [−S, S] (S = 300 → 601 bins) of h(x).
+
+`transform` names what the support is over: "h" (EfficientZero) or "none", the returns themselves, one bin per
+return unit. Under h a difference of one return unit moves the prediction by h'(v) ≈ 1/(2√v) bins: 0.035 at v = 200,
+so the cross-entropy barely tells two values of a long-lived state apart; with "none" it is one bin everywhere, and
+S must cover the largest return (CartPole at γ = 0.997: ≈ 259).
 """
 
 from __future__ import annotations
 
 import torch
+
+from speedy.config import VALUE_TRANSFORMS
 
 EPSILON = 0.001
 
@@ -22,13 +29,25 @@ def h_inverse(y: torch.Tensor) -> torch.Tensor:
     return torch.sign(y) * (root * root - 1.0)
 
 
-def scalar_to_support(x: torch.Tensor, support_size: int) -> torch.Tensor:
-    """Two-hot encoding of h(x) on the integer support [−S, S].
+def _forward(x: torch.Tensor, transform: str) -> torch.Tensor:
+    if transform == "h":
+        return h_transform(x)
+    if transform == "none":
+        return x
+    raise ValueError(f"value transform {transform!r}: expected one of {', '.join(map(repr, VALUE_TRANSFORMS))}")
+
+
+def _inverse(y: torch.Tensor, transform: str) -> torch.Tensor:
+    return h_inverse(y) if transform == "h" else _forward(y, transform)
+
+
+def scalar_to_support(x: torch.Tensor, support_size: int, transform: str = "h") -> torch.Tensor:
+    """Two-hot encoding of h(x) (or of x, `transform` "none") on the integer support [−S, S].
 
     x: (...,) float scalars in return units. Returns (..., 2S+1) float probabilities whose expectation over the
-    support equals h(x) clipped to [−S, S].
+    support equals h(x) (or x) clipped to [−S, S].
     """
-    y = h_transform(x).clamp(-support_size, support_size)
+    y = _forward(x, transform).clamp(-support_size, support_size)
     low = torch.floor(y)
     frac_high = y - low
     low_index = (low + support_size).long()
@@ -39,11 +58,11 @@ def scalar_to_support(x: torch.Tensor, support_size: int) -> torch.Tensor:
     return target
 
 
-def support_to_scalar(logits: torch.Tensor, support_size: int) -> torch.Tensor:
-    """Expected value of softmax(logits) over [−S, S], mapped back through h⁻¹.
+def support_to_scalar(logits: torch.Tensor, support_size: int, transform: str = "h") -> torch.Tensor:
+    """Expected value of softmax(logits) over [−S, S], mapped back through h⁻¹ (or as is, `transform` "none").
 
     logits: (..., 2S+1). Returns (...,) float in return units.
     """
     probs = torch.softmax(logits, dim=-1)
     support = torch.arange(-support_size, support_size + 1, dtype=probs.dtype, device=probs.device)
-    return h_inverse((probs * support).sum(-1))
+    return _inverse((probs * support).sum(-1), transform)

@@ -94,6 +94,8 @@ def test_impossible_value_names_what_is_allowed():
         build_config(overrides=["mcts.policy_target='gumbel'"])
     with pytest.raises(ConfigError, match=r"model.obs_scale = \[1.0, 0.0\] is not allowed: expected finite"):
         build_config(overrides=["model.obs_scale=[1.0, 0.0]"])
+    with pytest.raises(ConfigError, match=r"model.value_transform = 'log' is not allowed: expected one of 'h', 'none'"):
+        build_config(overrides=["model.value_transform='log'"])
 
 
 def test_run_file_errors_name_the_file(tmp_path):
