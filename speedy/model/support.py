@@ -29,16 +29,21 @@ def h_inverse(y: torch.Tensor) -> torch.Tensor:
     return torch.sign(y) * (root * root - 1.0)
 
 
+def _check_transform(transform: str) -> None:
+    if transform not in VALUE_TRANSFORMS:
+        raise ValueError(f"value transform {transform!r}: expected one of {', '.join(map(repr, VALUE_TRANSFORMS))}")
+
+
 def _forward(x: torch.Tensor, transform: str) -> torch.Tensor:
-    if transform == "h":
-        return h_transform(x)
-    if transform == "none":
-        return x
-    raise ValueError(f"value transform {transform!r}: expected one of {', '.join(map(repr, VALUE_TRANSFORMS))}")
+    """Return units → support units: h(x), or x itself under "none"."""
+    _check_transform(transform)
+    return h_transform(x) if transform == "h" else x
 
 
 def _inverse(y: torch.Tensor, transform: str) -> torch.Tensor:
-    return h_inverse(y) if transform == "h" else _forward(y, transform)
+    """Support units → return units: h⁻¹(y), or y itself under "none"."""
+    _check_transform(transform)
+    return h_inverse(y) if transform == "h" else y
 
 
 def scalar_to_support(x: torch.Tensor, support_size: int, transform: str = "h") -> torch.Tensor:
