@@ -241,7 +241,10 @@ def test_trainer_data_and_reanalysis_nodes_train_together_and_stop_clean(tmp_pat
     assert moved["node1"].bytes_per_step.get("priorities_in", 0) > 0, moved["node1"]
     assert moved["node1"].bytes_per_step.get("weights_in", 0) > 0, moved["node1"]
     assert "lost" not in outputs[1], outputs[1][-3000:]  # node 2 stopping when told is no loss
-    assert moved["node2"].bytes_per_step.get("frames_in", 0) > 0 and moved["node2"].bytes_per_step["batches_out"] > 0
+    assert moved["node2"].bytes_per_step["batches_out"] > 0
+    # frames: the total node 2 pulled, not the per-step rate of the window, whose first reading can already hold every
+    # frame of so short a run (the actor, held back by the data/update bound, may add none after it: CI saw 0.0)
+    assert last_row(run / "node2" / "metrics" / "link.jsonl").get("frames_in", 0) > 0
 
 
 @pytest.mark.timeout(400)
