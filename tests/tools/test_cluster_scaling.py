@@ -1,6 +1,7 @@
 """tools/cluster_scaling.py on real torchrun clusters over loopback: with reanalysis the bottleneck (a fixed cost
-per batch), a second reanalysis node raises the training rate in step with the batches it adds (1.46-1.9x measured
-on 2 cores, where the two-node cluster's processes contend), and the tool reports it with the link bytes."""
+per batch), a second reanalysis node raises the training rate in step with the batches it adds (2.0x alone,
+docs/benchmarks.md; 1.46x in a CI run on 2 cores, where the two-node cluster's processes contend), and the tool
+reports it with the link bytes."""
 
 from __future__ import annotations
 
