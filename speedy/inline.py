@@ -39,7 +39,7 @@ from speedy.envs import make_vector_env
 from speedy.evaluate import EvalResult, evaluate
 from speedy.learner import Learner
 from speedy.mcts import dirichlet_noise, self_play_actions
-from speedy.metrics import MetricsWriter
+from speedy.metrics import BatchStaleness, MetricsWriter
 from speedy.reanalyze import compute_targets, refresh_all_priorities, sample_windows
 from speedy.replay import ReplayBuffer
 from speedy.replay.frames import FrameSource
@@ -104,7 +104,8 @@ def run_inline(config: Config, run_dir: Path, log: bool = True) -> RunSummary:
 
     start = time.time()
     milestones = Milestones(metrics["agent"], start, milestone_interval(config.run.max_env_steps))
-    env_steps = train_steps = actor_version = 0
+    env_steps = train_steps = actor_version = target_version = 0
+    staleness = BatchStaleness()
     last_log = start
     evals: list[EvalResult] = []
     reached: tuple[int, float] | None = None
@@ -167,9 +168,11 @@ def run_inline(config: Config, run_dir: Path, log: bool = True) -> RunSummary:
                 beta = beta_schedule(train_steps / total_train, config.replay.beta_start, config.replay.beta_end)
                 sample = replay.sample(config.train.batch_size, beta, rng)
                 targets = compute_targets(
-                    sample_windows(replay, sample, env_steps), layout, source, target_model,
-                    reanalyze_search if config.train.reanalyze_ratio > 0 else None, settings, rng, device)
+                    sample_windows(replay, sample, env_steps, train_steps), layout, source, target_model,
+                    reanalyze_search if config.train.reanalyze_ratio > 0 else None, settings, rng, device,
+                    target_version)
                 stats_t = learner.train_step(targets.training_batch(source))
+                staleness.add(train_steps, targets.sampled_at_step, targets.target_version)
                 replay.update_priorities(sample.index, sample.generation, stats_t.priorities, train_steps)
                 train_steps += 1
                 if train_steps % config.actor.weight_update_interval == 0:
@@ -183,11 +186,13 @@ def run_inline(config: Config, run_dir: Path, log: bool = True) -> RunSummary:
                     _sync(reanalyze_model, model)
                 if train_steps % config.train.target_update_interval == 0:
                     _sync(target_model, model)
+                    target_version = train_steps
                     if not search_latest:
                         _sync(reanalyze_model, model)
                 if train_steps % 10 == 0 or train_steps in (1, total_train):
                     metrics["train"].write(train_steps, {k: v for k, v in asdict(stats_t).items()
-                                                         if k != "priorities"} | {"env_steps": env_steps})
+                                                         if k != "priorities"} | {"env_steps": env_steps}
+                                             | staleness.take())
                 if train_steps % config.eval.interval == 0:
                     result = run_eval()
                     if config.run.stop_eval_return and result.mean_return >= config.run.stop_eval_return:

@@ -38,6 +38,29 @@ class MetricsWriter:
             self._tb.close()
 
 
+class BatchStaleness:
+    """How old a trained batch's inputs were, averaged over the batches since the last `take()`, in training steps:
+    `sample_lead_steps` = steps done when the batch is trained − when replay drew it (its priorities are that stale;
+    0 inline), `target_lag_steps` = steps done − the step of the target weights its value targets bootstrapped from.
+    Unrecorded ages (−1) are left out."""
+
+    def __init__(self) -> None:
+        self._sums = {"sample_lead_steps": 0.0, "target_lag_steps": 0.0}
+        self._counts = dict.fromkeys(self._sums, 0)
+
+    def add(self, trained_at_step: int, sampled_at_step: int, target_version: int) -> None:
+        for key, then in (("sample_lead_steps", sampled_at_step), ("target_lag_steps", target_version)):
+            if then >= 0:
+                self._sums[key] += trained_at_step - then
+                self._counts[key] += 1
+
+    def take(self) -> dict[str, float]:
+        """The means since the last call (keys with no batch are left out), and a fresh start."""
+        means = {k: self._sums[k] / self._counts[k] for k in self._sums if self._counts[k]}
+        self.__init__()
+        return means
+
+
 class EventFile:
     """A TensorBoard event file written synchronously (tensorboardX's record format and protos, without its
     background writer process queue, which leaks semaphores in short-lived role processes)."""

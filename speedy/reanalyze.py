@@ -53,6 +53,7 @@ class SampleWindows:
     valid_steps: np.ndarray  # (B,) int64 real transitions from t on
     truncated: np.ndarray  # (B,) bool the episode was cut by the time limit (its value goes on past the end)
     age: np.ndarray  # (B,) int64 env steps since the block was collected
+    sampled_at_step: int = -1  # training steps done when replay drew the sample (-1: not recorded)
 
 
 @dataclass
@@ -68,6 +69,8 @@ class BatchTargets:
     target_value: np.ndarray  # (B, K + 1) float32
     target_policy: np.ndarray  # (B, K + 1, A) float32
     mask: np.ndarray  # (B, K + 1) float32
+    sampled_at_step: int = -1  # training steps done when replay drew the sample (-1: not recorded)
+    target_version: int = -1  # training step of the target weights the value targets bootstrapped from
 
     def training_batch(self, frames: FrameSource) -> TrainingBatch:
         return TrainingBatch(
@@ -81,8 +84,11 @@ class BatchTargets:
         )
 
 
-def sample_windows(replay: ReplayBuffer, sample: SampledPositions, env_steps_now: int) -> SampleWindows:
-    """Gather the windows of sampled positions from the replay rings (replay side)."""
+def sample_windows(
+    replay: ReplayBuffer, sample: SampledPositions, env_steps_now: int, train_steps_now: int = -1,
+) -> SampleWindows:
+    """Gather the windows of sampled positions from the replay rings (replay side); `train_steps_now` is recorded
+    so the trainer can tell how far ahead of its step the sample was drawn."""
     layout = replay.layout
     K, n, s = layout.unroll_steps, layout.td_steps, layout.frame_stack
     return SampleWindows(
@@ -96,6 +102,7 @@ def sample_windows(replay: ReplayBuffer, sample: SampledPositions, env_steps_now
         valid_steps=replay.valid_steps[sample.slot] - sample.position,
         truncated=replay.truncated[sample.slot].copy(),
         age=env_steps_now - replay.collected_at[sample.slot],
+        sampled_at_step=train_steps_now,
     )
 
 
@@ -167,8 +174,10 @@ def compute_targets(
     settings: ReanalyzeSettings,
     rng: np.random.Generator,
     device: torch.device,
+    target_version: int = -1,
 ) -> BatchTargets:
-    """Reanalyse one batch. `search` (recent weights) may be None when the reanalyze ratio is 0."""
+    """Reanalyse one batch. `search` (recent weights) may be None when the reanalyze ratio is 0;
+    `target_version` (the training step of `target_model`'s weights) travels with the batch."""
     B = windows.frame_refs.shape[0]
     K, s = layout.unroll_steps, layout.frame_stack
     z = n_step_value_targets(windows, layout, frames, target_model, settings, device, K + 1)
@@ -193,4 +202,6 @@ def compute_targets(
         target_value=z,
         target_policy=policy,
         mask=mask,
+        sampled_at_step=windows.sampled_at_step,
+        target_version=target_version,
     )

@@ -98,7 +98,7 @@ async def run_reanalyzer(ctx: RoleContext) -> None:
                 with ctx.row.timed("busy_targets") as span:  # split below into tree, inference and the rest
                     targets = await loop.run_in_executor(
                         executor, compute_targets, windows, ctx.layout, frames, timed_targets[k],
-                        search if use_search else None, settings, rng, ctx.device)
+                        search if use_search else None, settings, rng, ctx.device, target_versions[k])
             except FrameEvictedError:
                 continue  # its block was evicted while in flight; the next sample is fresh
             inference = search.inference_seconds + timed_targets[k].inference_seconds - inference

@@ -99,7 +99,7 @@ async def run_replay(ctx: RoleContext) -> None:
             with ctx.row.timed("busy_replay"):
                 beta = beta_schedule(ctx.training_progress(), config.replay.beta_start, config.replay.beta_end)
                 sample = replay.sample(config.train.batch_size, beta, rng)
-                windows = sample_windows(replay, sample, ctx.total_env_steps())
+                windows = sample_windows(replay, sample, ctx.total_env_steps(), ctx.train_steps())
             with ctx.row.timed("wait_output"):
                 await samples_out[j].send(windows)
 

@@ -31,6 +31,7 @@ from speedy.checkpoint import (
 from speedy.cluster.ddp import join_trainer_group
 from speedy.learner import Learner
 from speedy.losses import TrainingBatch
+from speedy.metrics import BatchStaleness
 from speedy.reanalyze import BatchTargets
 from speedy.roles.context import (
     ACTING_WEIGHTS,
@@ -131,6 +132,7 @@ async def run_trainer(ctx: RoleContext) -> None:
     loop = asyncio.get_running_loop()
     report = Periodic(config.run.log_interval_s)
     slow_s = config.roles.slow_trainer_s
+    staleness = BatchStaleness()
     checkpoints = CheckpointSchedule(config.run.checkpoint_interval_steps, config.run.checkpoint_interval_min)
 
     def train_step(batch: TrainingBatch):  # noqa: ANN202 - the learner's step statistics
@@ -190,6 +192,7 @@ async def run_trainer(ctx: RoleContext) -> None:
             with ctx.row.timed("busy_train"):
                 stats = await loop.run_in_executor(executor, train_step, batch)
             ctx.row.set("train_steps", learner.step)
+            staleness.add(learner.step - 1, targets.sampled_at_step, targets.target_version)
             with ctx.row.timed("wait_output"):
                 await priorities_out.send(PriorityUpdate(targets.index, targets.generation, stats.priorities,
                                                          learner.step - 1))  # the weights the step started from
@@ -200,7 +203,7 @@ async def run_trainer(ctx: RoleContext) -> None:
                 with ctx.row.timed("weights"):
                     target.publish_state_dict(model.state_dict(), learner.step)
             if learner.step % 10 == 0 or report.due():
-                ctx.write_stats({k: v for k, v in asdict(stats).items() if k != "priorities"})
+                ctx.write_stats({k: v for k, v in asdict(stats).items() if k != "priorities"} | staleness.take())
             if publisher and checkpoints.due(learner.step):
                 with ctx.row.timed("weights"):
                     write_checkpoint(ctx, learner, target)

@@ -41,6 +41,9 @@ def test_cartpole_inline_smoke(tmp_path):
     summary = run_inline(config, tmp_path, log=False)
     assert summary.train_steps == 100
     _check_run_dir(tmp_path, summary)
+    # inline, a batch is sampled at the step that trains on it; the target model is at most 19 steps old (interval 20)
+    staleness = [r for r in read_metrics(tmp_path / "metrics" / "train.jsonl") if "sample_lead_steps" in r]
+    assert staleness and all(r["sample_lead_steps"] == 0 and 0 <= r["target_lag_steps"] < 20 for r in staleness)
     # eval.keep_weights: one checkpoint per evaluation, named by its training step; the last is the final weights the
     # evaluator plays (the preset's eval.ema_decay: an average of the trained ones)
     kept = sorted(p.name for p in (tmp_path / "evals").iterdir())

@@ -96,7 +96,7 @@ def test_slow_reanalyzer_starves_the_trainer_and_the_board_shows_why(tmp_path, n
 @pytest.mark.timeout(300)
 def test_replay_paces_priority_refresh_sweeps_by_training_steps(tmp_path, no_leftovers):
     """`replay.refresh_interval` = 10: at most one whole-buffer sweep per 10 training steps (back to back, a tiny
-    buffer is swept hundreds of times in such a run)."""
+    buffer is swept hundreds of times in such a run). The trainer's rows say how far ahead of it replay sampled."""
     config = _cartpole_config(["train.training_steps=60", "roles.refreshers=1", "roles.refresh_chunk=64",
                                "replay.refresh_interval=10"])
     summary = run_single_box(config, tmp_path, log=False)
@@ -104,6 +104,11 @@ def test_replay_paces_priority_refresh_sweeps_by_training_steps(tmp_path, no_lef
     roles = read_metrics(tmp_path / "metrics" / "agent.jsonl")[-1]["roles"]
     assert 2 <= roles["replay"]["sweeps"] <= 60 // 10 + 1
     assert roles["refresher0"]["items"] > 0
+    # The trainer reports how stale its batches were: replay samples ahead of it (the samples ring fills at step 0,
+    # so a batch trained at step 1 or later was drawn before), and targets bootstrap from an earlier target model.
+    stats = [r for r in read_metrics(tmp_path / "metrics" / "trainer.jsonl") if "sample_lead_steps" in r]
+    assert stats and all(r["sample_lead_steps"] >= 0 and r["target_lag_steps"] >= 0 for r in stats)
+    assert max(r["sample_lead_steps"] for r in stats) > 0
 
 
 @pytest.mark.timeout(300)
