@@ -212,6 +212,10 @@ class TrainConfig:
     # them there too (value → 0, value prefix → unchanged: no reward after the end).
     mask_past_end: bool = True
     mixed_precision: bool = False
+    # Testing aid, inline mode only: train each batch this many training steps after replay drew it and its targets
+    # were computed (the lead a multi-process pipeline has, trainer.jsonl's sample_lead_steps), so the lead's effect
+    # on learning can be measured on the deterministic inline loop. 0: the batch is drawn at the step it trains.
+    inline_sample_lead: int = 0
 
     def validate(self) -> None:
         _check(self.batch_size >= 1, "train.batch_size", self.batch_size, ">= 1")
@@ -227,6 +231,7 @@ class TrainConfig:
         _check(0 <= self.momentum < 1, "train.momentum", self.momentum, "in [0, 1)")
         _check(self.weight_decay >= 0, "train.weight_decay", self.weight_decay, ">= 0")
         _check(self.grad_clip > 0, "train.grad_clip", self.grad_clip, "> 0")
+        _check(self.inline_sample_lead >= 0, "train.inline_sample_lead", self.inline_sample_lead, ">= 0")
         _check(0 <= self.reanalyze_ratio <= 1, "train.reanalyze_ratio", self.reanalyze_ratio, "in [0, 1]")
         _check(self.offpolicy_correction_ratio > 0, "train.offpolicy_correction_ratio",
                self.offpolicy_correction_ratio, "> 0")

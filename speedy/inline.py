@@ -13,6 +13,7 @@ import json
 import os
 import time
 import uuid
+from collections import deque
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -38,10 +39,11 @@ from speedy.config import Config
 from speedy.envs import make_vector_env
 from speedy.evaluate import EvalResult, evaluate
 from speedy.learner import Learner
+from speedy.losses import TrainingBatch
 from speedy.mcts import dirichlet_noise, self_play_actions
 from speedy.metrics import BatchStaleness, MetricsWriter
-from speedy.reanalyze import compute_targets, refresh_all_priorities, sample_windows
-from speedy.replay import ReplayBuffer
+from speedy.reanalyze import BatchTargets, compute_targets, refresh_all_priorities, sample_windows
+from speedy.replay import ReplayBuffer, SampledPositions
 from speedy.replay.frames import FrameSource
 from speedy.runinfo import Milestones, host_summary, milestone_interval
 from speedy.search import ModelSearch
@@ -49,6 +51,15 @@ from speedy.selfplay import SelfPlay, random_policy
 from speedy.shm.frames import FrameStore
 from speedy.targets import beta_schedule
 from speedy.threads import limit_threads
+
+
+@dataclass
+class PendingBatch:
+    """A batch drawn ahead of the step that trains on it (train.inline_sample_lead)."""
+
+    sample: SampledPositions
+    targets: BatchTargets
+    batch: TrainingBatch
 
 
 @dataclass
@@ -106,6 +117,7 @@ def run_inline(config: Config, run_dir: Path, log: bool = True) -> RunSummary:
     milestones = Milestones(metrics["agent"], start, milestone_interval(config.run.max_env_steps))
     env_steps = train_steps = actor_version = target_version = 0
     staleness = BatchStaleness()
+    pending: deque[PendingBatch] = deque()
     last_log = start
     evals: list[EvalResult] = []
     reached: tuple[int, float] | None = None
@@ -165,13 +177,18 @@ def run_inline(config: Config, run_dir: Path, log: bool = True) -> RunSummary:
                     metrics["selfplay"].write(env_steps, {"episode_return": ret, "episode_length": length,
                                                           "temperature": temperature})
             else:
-                beta = beta_schedule(train_steps / total_train, config.replay.beta_start, config.replay.beta_end)
-                sample = replay.sample(config.train.batch_size, beta, rng)
-                targets = compute_targets(
-                    sample_windows(replay, sample, env_steps, train_steps), layout, source, target_model,
-                    reanalyze_search if config.train.reanalyze_ratio > 0 else None, settings, rng, device,
-                    target_version)
-                stats_t = learner.train_step(targets.training_batch(source))
+                while len(pending) <= config.train.inline_sample_lead:  # one batch, or a lead's worth at first
+                    beta = beta_schedule(train_steps / total_train, config.replay.beta_start,
+                                         config.replay.beta_end)
+                    sample = replay.sample(config.train.batch_size, beta, rng)
+                    targets = compute_targets(
+                        sample_windows(replay, sample, env_steps, train_steps), layout, source, target_model,
+                        reanalyze_search if config.train.reanalyze_ratio > 0 else None, settings, rng, device,
+                        target_version)
+                    pending.append(PendingBatch(sample, targets, targets.training_batch(source)))
+                ready = pending.popleft()
+                sample, targets = ready.sample, ready.targets
+                stats_t = learner.train_step(ready.batch)
                 staleness.add(train_steps, targets.sampled_at_step, targets.target_version)
                 replay.update_priorities(sample.index, sample.generation, stats_t.priorities, train_steps)
                 train_steps += 1

@@ -91,3 +91,19 @@ def test_atari_inline_smoke(tmp_path):
     summary = run_inline(config, tmp_path, log=False)
     assert summary.env_steps >= 40 and summary.train_steps == 6
     _check_run_dir(tmp_path, summary)
+
+
+def test_inline_sample_lead_trains_each_batch_that_many_steps_after_it_was_drawn(tmp_path):
+    """train.inline_sample_lead = 3: the first step draws 4 batches; from then on each step trains the batch drawn
+    3 steps before (the lead a multi-process pipeline has), and the metrics say so."""
+    config = build_config("cartpole", overrides=[
+        *TINY_MODEL, "run.max_env_steps=300", "train.training_steps=40", "run.max_train_steps=40",
+        "replay.block_length=16", "replay.start_env_steps=64", "train.batch_size=16", "eval.episodes=1",
+        "eval.interval=40", "mcts.num_simulations=4", "eval.num_simulations=4", "run.stop_eval_return=0",
+        "train.inline_sample_lead=3",
+    ])
+    summary = run_inline(config, tmp_path, log=False)
+    assert summary.train_steps == 40
+    rows = {r["step"]: r for r in read_metrics(tmp_path / "metrics" / "train.jsonl") if "sample_lead_steps" in r}
+    assert rows[1]["sample_lead_steps"] == 0  # the batch trained at step 0 was drawn at step 0
+    assert all(rows[step]["sample_lead_steps"] == 3 for step in (20, 30, 40))  # steps 10-39, each 3 behind
