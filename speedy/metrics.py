@@ -44,9 +44,14 @@ class BatchStaleness:
     0 inline), `target_lag_steps` = steps done − the step of the target weights its value targets bootstrapped from.
     Unrecorded ages (−1) are left out."""
 
+    KEYS = ("sample_lead_steps", "target_lag_steps")
+
     def __init__(self) -> None:
-        self._sums = {"sample_lead_steps": 0.0, "target_lag_steps": 0.0}
-        self._counts = dict.fromkeys(self._sums, 0)
+        self._reset()
+
+    def _reset(self) -> None:
+        self._sums = dict.fromkeys(self.KEYS, 0.0)
+        self._counts = dict.fromkeys(self.KEYS, 0)
 
     def add(self, trained_at_step: int, sampled_at_step: int, target_version: int) -> None:
         for key, then in (("sample_lead_steps", sampled_at_step), ("target_lag_steps", target_version)):
@@ -56,8 +61,8 @@ class BatchStaleness:
 
     def take(self) -> dict[str, float]:
         """The means since the last call (keys with no batch are left out), and a fresh start."""
-        means = {k: self._sums[k] / self._counts[k] for k in self._sums if self._counts[k]}
-        self.__init__()
+        means = {k: self._sums[k] / self._counts[k] for k in self.KEYS if self._counts[k]}
+        self._reset()
         return means
 
 
