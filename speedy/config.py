@@ -349,6 +349,11 @@ class RolesConfig:
     slow_trainer_s: float = 0.0  # testing/profiling aid: extra seconds per training step
     # testing/profiling aid: batches each reanalyzer's ring to the trainer holds; 0 = auto (batches_in_flight + 1)
     batch_ring_messages: int = 0
+    # Sample windows each reanalyzer's ring from replay holds; 0 = auto (batches_in_flight + 1). Replay fills the ring
+    # ahead of need, so each message waits there before it is worked on: a batch is trained
+    # (ring + in flight + trainer_prefetch + 1) steps after its draw when reanalysis is the bottleneck.
+    sample_ring_messages: int = 0
+    trainer_prefetch: int = 2  # batches the trainer holds decoded, ready for its next steps
 
     def validate(self) -> None:
         for key in ("actors", "reanalyzers"):
@@ -368,6 +373,9 @@ class RolesConfig:
         _check(self.slow_reanalyzer_every >= 1, "roles.slow_reanalyzer_every", self.slow_reanalyzer_every, ">= 1")
         _check(self.batch_ring_messages >= 0, "roles.batch_ring_messages", self.batch_ring_messages,
                ">= 0 (0 = auto: roles.batches_in_flight + 1)")
+        _check(self.sample_ring_messages >= 0, "roles.sample_ring_messages", self.sample_ring_messages,
+               ">= 0 (0 = auto: roles.batches_in_flight + 1)")
+        _check(self.trainer_prefetch >= 1, "roles.trainer_prefetch", self.trainer_prefetch, ">= 1")
 
 
 @dataclass

@@ -140,7 +140,8 @@ def create_shared_memory(config: Config, plan: RolePlan, run_id: str,
     owned += [FrameStore.create(run_id, f"frames{i}", spec.frame_shape, spec.frame_dtype, capacity)
               for i in range(plan.actors)]
     owned += _mux(run_id, "blocks", plan.actors, _ring_bytes(block_bytes, 64))
-    owned += [Ring.create(run_id, f"samples{j}", _ring_bytes(window_bytes, in_flight + 1))
+    sample_ring = config.roles.sample_ring_messages or in_flight + 1
+    owned += [Ring.create(run_id, f"samples{j}", _ring_bytes(window_bytes, sample_ring))
               for j in range(plan.reanalyzers)]
     batch_ring = batch_ring_depth(config.roles.batch_ring_messages, in_flight)
     for t in range(plan.trainers):

@@ -50,8 +50,6 @@ from speedy.shm.frames import FrameEvictedError
 from speedy.shm.mux import MuxReader, mux_writer
 from speedy.shm.weights import WeightSlot
 
-PREFETCH = 2
-
 
 class CheckpointSchedule:
     """Due every `every_steps` training steps or `every_min` minutes, whichever comes first (0 = that one off)."""
@@ -127,7 +125,7 @@ async def run_trainer(ctx: RoleContext) -> None:
     frames = ctx.frame_source()
     publish_every = min(config.actor.weight_update_interval, config.reanalyze.weight_update_interval)
     total = config.total_train_steps
-    queue: asyncio.Queue[tuple[BatchTargets, TrainingBatch]] = asyncio.Queue(PREFETCH)
+    queue: asyncio.Queue[tuple[BatchTargets, TrainingBatch]] = asyncio.Queue(config.roles.trainer_prefetch)
     executor = ThreadPoolExecutor(1, thread_name_prefix="train")
     loop = asyncio.get_running_loop()
     report = Periodic(config.run.log_interval_s)

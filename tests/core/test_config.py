@@ -96,6 +96,10 @@ def test_impossible_value_names_what_is_allowed():
         build_config(overrides=["model.obs_scale=[1.0, 0.0]"])
     with pytest.raises(ConfigError, match=r"model.value_transform = 'log' is not allowed: expected one of 'h', 'none'"):
         build_config(overrides=["model.value_transform='log'"])
+    with pytest.raises(ConfigError, match=r"roles.trainer_prefetch = 0 is not allowed: expected >= 1"):
+        build_config(overrides=["roles.trainer_prefetch=0"])
+    with pytest.raises(ConfigError, match=r"roles.sample_ring_messages = -1 is not allowed: expected >= 0"):
+        build_config(overrides=["roles.sample_ring_messages=-1"])
 
 
 def test_run_file_errors_name_the_file(tmp_path):

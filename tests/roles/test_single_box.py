@@ -112,6 +112,18 @@ def test_replay_paces_priority_refresh_sweeps_by_training_steps(tmp_path, no_lef
 
 
 @pytest.mark.timeout(300)
+def test_a_pipeline_one_message_deep_trains_to_the_end(tmp_path, no_leftovers):
+    """Every ring and queue between replay and the optimizer one batch deep (the shallowest pipeline, for batches
+    trained soon after their draw): the run neither deadlocks nor starves, and every step is trained."""
+    config = _cartpole_config(["train.training_steps=40", "roles.sample_ring_messages=1", "roles.batches_in_flight=1",
+                               "roles.batch_ring_messages=1", "roles.trainer_prefetch=1"])
+    summary = run_single_box(config, tmp_path, log=False)
+    assert summary.train_steps == 40
+    stats = [r for r in read_metrics(tmp_path / "metrics" / "trainer.jsonl") if "sample_lead_steps" in r]
+    assert stats and all(r["sample_lead_steps"] >= 0 for r in stats)
+
+
+@pytest.mark.timeout(300)
 def test_acting_roles_play_with_the_averaged_weights(tmp_path, no_leftovers):
     """train.acting_ema_decay > 0: the trainer publishes the Polyak average to its own slot and the actor and
     refresher pull it; eval.ema_decay > 0: the evaluator pulls an average of its own from another slot. The
