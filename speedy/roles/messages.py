@@ -81,6 +81,7 @@ class Outbox:
             raise ValueError("an Outbox needs at least one ring writer")
         self.stopping = stopping
         self.lock = asyncio.Lock()
+        self.message_bytes = 0  # ring bytes of the first message sent (0 before it): what `wait_for_room` waits for
 
     def _emptiest(self) -> RingWriter:
         if len(self.writers) == 1:
@@ -92,12 +93,26 @@ class Outbox:
         async with self.lock:
             while not self.stopping():
                 try:
-                    await self._emptiest().aput(fields, arrays, timeout=POLL_S)
+                    writer = self._emptiest()
+                    await writer.aput(fields, arrays, timeout=POLL_S)
+                    if not self.message_bytes:
+                        self.message_bytes = writer.message_bytes(fields, arrays)
                     return True
                 except RingTimeoutError:
                     continue
                 except (RingClosedError, PeerDiedError):
                     await asyncio.sleep(POLL_S)  # the agent restarts the peer
+        return False
+
+    async def wait_for_room(self, poll_s: float = 0.002) -> bool:
+        """Wait until some ring has room for a message as large as the first one sent (at once before any was
+        sent; an empty ring always has room): a producer that draws its message only then hands it over as soon
+        as it is made, instead of holding it while the ring is full. False if the run is stopping."""
+        while not self.stopping():
+            if not self.message_bytes or any(w.free_bytes() >= min(self.message_bytes, w.capacity)
+                                             for w in self.writers):
+                return True
+            await asyncio.sleep(poll_s)
         return False
 
     def close(self) -> None:

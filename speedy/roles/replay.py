@@ -1,6 +1,7 @@
 """Replay: stores actors' blocks, serves sample windows to reanalyzers and refresh chunks to refreshers, applies
 priority updates from the trainer and the refreshers. One asyncio task per input and per consumer; the rings'
-back-pressure paces sampling (a reanalyzer that is busy simply has a full ring)."""
+back-pressure paces sampling (a reanalyzer that is busy simply has a full ring), and a sample is drawn only when its
+ring has room for it, so it waits in the ring but never in replay's hands (`sample_lead_steps` counts both)."""
 
 from __future__ import annotations
 
@@ -96,6 +97,9 @@ async def run_replay(ctx: RoleContext) -> None:
         while not ctx.stopping:
             if await ctx.wait_while_paused("wait_output"):
                 continue
+            with ctx.row.timed("wait_output"):  # draw only when the sample can go out at once: fresher samples
+                if not await samples_out[j].wait_for_room():
+                    continue
             with ctx.row.timed("busy_replay"):
                 beta = beta_schedule(ctx.training_progress(), config.replay.beta_start, config.replay.beta_end)
                 sample = replay.sample(config.train.batch_size, beta, rng)

@@ -563,6 +563,16 @@ class RingWriter(_End):
         self._head = self.ctrl[HEAD]
         return self.cap - (self._tail - self._head)
 
+    @property
+    def capacity(self) -> int:
+        """The ring's data bytes."""
+        return self.cap
+
+    def message_bytes(self, fields: Mapping[str, Any], arrays: Mapping[str, np.ndarray] | None = None) -> int:
+        """Ring bytes the message takes written at the start of the ring (header and padding included; at
+        another offset its arrays' 64-byte alignment can add up to 64 bytes each)."""
+        return self._msg_size(codec.prepare(fields, arrays), 0)
+
 
 class RingReader(_End):
     """The consuming end. Methods: get_bytes / get_many / get (codec, zero-copy), async a* versions."""
