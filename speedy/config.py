@@ -349,9 +349,9 @@ class RolesConfig:
     slow_trainer_s: float = 0.0  # testing/profiling aid: extra seconds per training step
     # testing/profiling aid: batches each reanalyzer's ring to the trainer holds; 0 = auto (batches_in_flight + 1)
     batch_ring_messages: int = 0
-    # Sample windows each reanalyzer's ring from replay holds; 0 = auto (batches_in_flight + 1). Replay fills the ring
-    # ahead of need, so each message waits there before it is worked on: a batch is trained
-    # (ring + in flight + trainer_prefetch + 1) steps after its draw when reanalysis is the bottleneck.
+    # Sample windows each reanalyzer's ring from replay holds; 0 = auto (batches_in_flight + 1). Each waits there
+    # before it is worked on: with reanalysis the bottleneck a batch is trained about ring + batches_in_flight steps
+    # after its draw; with the trainer the bottleneck every ring and the trainer's prefetch add their depth.
     sample_ring_messages: int = 0
     trainer_prefetch: int = 2  # batches the trainer holds decoded, ready for its next steps
 

@@ -629,10 +629,11 @@ def _starved(kinds: dict[str, KindProfile], cores: int, busy: float) -> Diagnosi
     return None
 
 
-def batch_ring_depth(batch_ring_messages: int, batches_in_flight: int) -> int:
-    """Batches each reanalyzer's ring to the trainer holds: `roles.batch_ring_messages`, or (0 = auto) one more
-    than it works on at once, so it can finish its batches in flight while the trainer takes the one before."""
-    return batch_ring_messages or batches_in_flight + 1
+def ring_depth(messages: int, batches_in_flight: int) -> int:
+    """Messages a reanalyzer's ring holds (from replay: `roles.sample_ring_messages`; to the trainer:
+    `roles.batch_ring_messages`), or (0 = auto) one more than it works on at once, so it can finish its batches in
+    flight while the trainer takes the one before."""
+    return messages or batches_in_flight + 1
 
 
 def _small_ring(kinds: dict[str, KindProfile], config: dict[str, Any],
@@ -649,7 +650,7 @@ def _small_ring(kinds: dict[str, KindProfile], config: dict[str, Any],
     if wait < STARVED or pushed < PUSHED_BACK:
         return None
     roles = asdict(RolesConfig()) | config.get("roles", {})
-    depth = batch_ring_depth(int(roles["batch_ring_messages"]), int(roles["batches_in_flight"]))
+    depth = ring_depth(int(roles["batch_ring_messages"]), int(roles["batches_in_flight"]))
     deeper = min(depth + 64, max(2 * depth, math.ceil(depth * wait / TARGET_WAIT)))
     demand = _rate(trainer) / max(1 - wait, 0.05)  # train steps/s if never starved
     supply = _capacity(reanalyzer) * reanalyzer.instances  # batches/s if never pushed back

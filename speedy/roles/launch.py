@@ -38,7 +38,7 @@ from speedy.config import Config
 from speedy.device_monitor import DeviceMonitor, device_report
 from speedy.inline import RunSummary
 from speedy.metrics import MetricsWriter
-from speedy.profile import RingMonitor, analyze, batch_ring_depth, format_report
+from speedy.profile import RingMonitor, analyze, format_report, ring_depth
 from speedy.replay.buffer import replay_memory_bytes
 from speedy.roles.board import Board
 from speedy.roles.cluster_agent import NodeLink
@@ -140,10 +140,10 @@ def create_shared_memory(config: Config, plan: RolePlan, run_id: str,
     owned += [FrameStore.create(run_id, f"frames{i}", spec.frame_shape, spec.frame_dtype, capacity)
               for i in range(plan.actors)]
     owned += _mux(run_id, "blocks", plan.actors, _ring_bytes(block_bytes, 64))
-    sample_ring = config.roles.sample_ring_messages or in_flight + 1
+    sample_ring = ring_depth(config.roles.sample_ring_messages, in_flight)
     owned += [Ring.create(run_id, f"samples{j}", _ring_bytes(window_bytes, sample_ring))
               for j in range(plan.reanalyzers)]
-    batch_ring = batch_ring_depth(config.roles.batch_ring_messages, in_flight)
+    batch_ring = ring_depth(config.roles.batch_ring_messages, in_flight)
     for t in range(plan.trainers):
         owned += _mux(run_id, batch_mux(t), plan.reanalyzers, _ring_bytes(target_bytes, batch_ring))
     owned += _mux(run_id, "priorities", plan.trainers + plan.refreshers, _ring_bytes(B * 24 + chunk_bytes // 4, 16))
