@@ -179,6 +179,10 @@ def main(argv: list[str] | None = None) -> int:
         if args.keep is None:
             shutil.rmtree(work, ignore_errors=True)
     per_node = points[0].train_steps_per_s / points[0].reanalysis_nodes
+    if points[0].trainer_wait < 0.5:
+        print(f"warning: with {points[0].reanalysis_nodes} reanalysis node(s) the trainer waited for batches only "
+              f"{100 * points[0].trainer_wait:.0f} % of its time: reanalysis is not the bottleneck on this host, so "
+              f"more nodes cannot raise the rate; raise --cost-s (now {args.cost_s} s)", file=sys.stderr)
     for p in points:
         p.ideal_train_steps_per_s = per_node * p.reanalysis_nodes
     if args.png:

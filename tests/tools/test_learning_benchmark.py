@@ -94,7 +94,8 @@ def test_sigterm_stops_the_benchmark_not_just_its_current_run(tmp_path: Path, mo
     root = tmp_path / "runs"
     cmd = [sys.executable, str(REPO / "tools" / "learning_benchmark.py"), "--preset", "cartpole", *mode,
            "--seeds", "0", "1", "2", "--threshold", "475", "--run-root", str(root),
-           "--set", "run.max_env_steps=100000", "--set", "replay.start_env_steps=200"]
+           "--set", "run.max_env_steps=100000", "--set", "replay.start_env_steps=200",
+           "--set", "eval.interval=50", "--set", "eval.episodes=2"]  # a first evaluation within seconds
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     deadline = time.time() + 60
     def evaluated() -> bool:
