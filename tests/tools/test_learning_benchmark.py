@@ -19,7 +19,7 @@ from tests.tools.conftest import REPO, load_tool
 lb = load_tool("learning_benchmark")
 
 TINY = ["run.max_env_steps=600", "train.training_steps=100", "replay.start_env_steps=200", "eval.interval=50",
-        "eval.episodes=2"]
+        "eval.episodes=2", "train.batch_size=64"]
 
 
 def test_core_sets():
