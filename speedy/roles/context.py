@@ -78,6 +78,18 @@ class RoleSpec:
         return role_name(self.role, self.index)
 
 
+async def cancel_until_done(task: asyncio.Future, retry_s: float = 0.1) -> None:
+    """Cancel `task` and wait until it has ended, cancelling again every `retry_s` seconds: a cancel that lands
+    while an awaited result is being delivered can be swallowed (asyncio.wait_for on Python 3.11, or any code that
+    catches CancelledError), and a task that then blocks again (a full queue) would otherwise be waited on forever.
+    Its exception, if any, is not raised."""
+    while not task.done():
+        task.cancel()
+        await asyncio.wait({task}, timeout=retry_s)
+    if not task.cancelled():
+        task.exception()  # retrieved, so asyncio does not log it as never retrieved
+
+
 def role_name(role: str, index: int) -> str:
     """Process and board-row name: 'replay', 'evaluator', 'trainer' (DDP rank 0), 'trainer1', 'actor0', …"""
     if role in ("replay", "evaluator") or (role == "trainer" and index == 0):

@@ -43,6 +43,7 @@ from speedy.roles.context import (
     RoleContext,
     acting_slot,
     batch_mux,
+    cancel_until_done,
     eval_slot,
 )
 from speedy.roles.messages import Inbox, Outbox, PriorityUpdate
@@ -164,7 +165,8 @@ async def run_trainer(ctx: RoleContext) -> None:
                 continue
             with ctx.row.timed("wait_input"):
                 try:
-                    return await asyncio.wait_for(queue.get(), timeout=0.25)
+                    async with asyncio.timeout(0.25):  # not wait_for: see speedy/shm/doorbell.py
+                        return await queue.get()
                 except TimeoutError:
                     continue
         return None
@@ -210,8 +212,7 @@ async def run_trainer(ctx: RoleContext) -> None:
     try:
         await train()
     finally:
-        feeder.cancel()
-        await asyncio.gather(feeder, return_exceptions=True)
+        await cancel_until_done(feeder)
         executor.shutdown(wait=True)
         if publisher:
             publish_latest()

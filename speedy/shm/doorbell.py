@@ -90,7 +90,11 @@ class Doorbell:
 
         loop.add_reader(self.fd, _ready)
         try:
-            await asyncio.wait_for(fut, max(0.0, timeout))
+            # asyncio.timeout, not asyncio.wait_for: on Python 3.11 wait_for returns the result when the task is
+            # cancelled just as the bell rings, swallowing the cancel (a trainer's batch prefetch then outlived its
+            # run and the process never exited)
+            async with asyncio.timeout(max(0.0, timeout)):
+                await fut
             return True
         except TimeoutError:
             return False
